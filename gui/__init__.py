@@ -1,0 +1,1 @@
+"""The PySide6 desktop app. Imports annotation; reaches model only through workers."""

@@ -1,0 +1,90 @@
+"""Atrous Spatial Pyramid Pooling, as DeepLabV3 (Chen et al., 2017) defines it.
+
+Five parallel branches look at the same feature map with different fields of
+view: a 1x1 conv, three 3x3 atrous convs and an image-level branch (global
+average pool -> 1x1 conv -> BN -> ReLU -> bilinear upsample). Their outputs are
+concatenated and projected back to 256 channels. Module and parameter names
+follow torchvision's so its state dicts load unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+#: Rates from the paper: (6, 12, 18) at output stride 16, doubled at output stride 8.
+PAPER_RATES: dict[int, tuple[int, int, int]] = {16: (6, 12, 18), 8: (12, 24, 36)}
+
+
+def default_atrous_rates(output_stride: int) -> tuple[int, int, int]:
+    """The paper's atrous rates for ``output_stride`` (8 or 16)."""
+    try:
+        return PAPER_RATES[output_stride]
+    except KeyError:
+        raise ValueError(f"output_stride must be 8 or 16, got {output_stride}") from None
+
+
+class ASPPConv(nn.Sequential):
+    """A 3x3 atrous conv branch: conv (dilation = rate) -> BN -> ReLU."""
+
+    def __init__(self, in_channels: int, out_channels: int, rate: int) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, out_channels, 3, padding=rate, dilation=rate, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+        )
+
+
+class ASPPPooling(nn.Sequential):
+    """The image-level branch: global context, broadcast back to every position."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(in_channels, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        size = x.shape[-2:]
+        for layer in self:
+            x = layer(x)
+        # A 1x1 map upsampled bilinearly is a constant broadcast; interpolate keeps
+        # the exact torchvision semantics (and its export behaviour).
+        return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
+
+
+class ASPP(nn.Module):
+    """Atrous Spatial Pyramid Pooling with ``len(atrous_rates) + 2`` branches."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        atrous_rates: Sequence[int],
+        out_channels: int = 256,
+        dropout: float = 0.5,
+    ) -> None:
+        super().__init__()
+        rates = tuple(int(r) for r in atrous_rates)
+        if not rates or any(r < 1 for r in rates):
+            raise ValueError(f"atrous rates must be positive integers, got {tuple(atrous_rates)}")
+        branches: list[nn.Module] = [
+            nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels), nn.ReLU())
+        ]
+        branches += [ASPPConv(in_channels, out_channels, r) for r in rates]
+        branches.append(ASPPPooling(in_channels, out_channels))
+        self.atrous_rates = rates
+        self.convs = nn.ModuleList(branches)
+        self.project = nn.Sequential(
+            nn.Conv2d(len(branches) * out_channels, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(),
+            nn.Dropout(dropout),  # active only in training mode
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(torch.cat([branch(x) for branch in self.convs], dim=1))

@@ -1,0 +1,52 @@
+"""A small text progress bar with an ETA for headless commands (stderr, one line)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TextIO
+
+
+def format_seconds(s: float) -> str:
+    """``75`` -> ``"1:15"``, ``3725`` -> ``"1:02:05"``."""
+    s = max(0, int(round(s)))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    return f"{h}:{m:02d}:{sec:02d}" if h else f"{m}:{sec:02d}"
+
+
+class ProgressBar:
+    """``[#####.....] 12/40  3.1 img/s  ETA 0:09  name`` redrawn in place on a TTY, line by line otherwise."""
+
+    def __init__(self, total: int, *, unit: str = "img", stream: TextIO | None = None, width: int = 24) -> None:
+        self.total = max(0, total)
+        self.unit = unit
+        self.stream = stream or sys.stderr
+        self.width = width
+        self.done = 0
+        self.start = time.perf_counter()
+        self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def eta(self) -> float | None:
+        """Seconds left, from the mean rate so far (None before the first item)."""
+        if self.done == 0:
+            return None
+        rate = self.done / max(1e-9, time.perf_counter() - self.start)
+        return (self.total - self.done) / rate
+
+    def update(self, n: int = 1, label: str = "") -> None:
+        self.done = min(self.total, self.done + n)
+        elapsed = max(1e-9, time.perf_counter() - self.start)
+        filled = int(self.width * self.done / self.total) if self.total else self.width
+        eta = self.eta()
+        line = (
+            f"[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total}  "
+            f"{self.done / elapsed:.1f} {self.unit}/s  ETA {format_seconds(eta) if eta is not None else '?'}  {label}"
+        )
+        if self._tty:
+            self.stream.write("\r" + line[:120].ljust(120))
+            if self.done >= self.total:
+                self.stream.write("\n")
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()

@@ -1,0 +1,110 @@
+"""ASPP and the DeepLabV3 builder, including torchvision state-dict compatibility."""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import segmentation as tvseg
+
+import model
+from model import aspp as aspp_module
+from model.aspp import ASPP, ASPPConv, ASPPPooling, default_atrous_rates
+from model.deeplabv3 import build_deeplabv3
+
+from .helpers import randomize_bn
+
+
+def test_aspp_has_five_branches_of_256_filters() -> None:
+    a = ASPP(64, (6, 12, 18))
+    assert len(a.convs) == 5
+    assert isinstance(a.convs[0][0], nn.Conv2d) and a.convs[0][0].kernel_size == (1, 1)
+    assert [b[0].dilation for b in a.convs[1:4]] == [(6, 6), (12, 12), (18, 18)]
+    assert all(isinstance(b, ASPPConv) for b in a.convs[1:4])
+    assert isinstance(a.convs[4], ASPPPooling)
+    for branch in a.convs:
+        convs = [m for m in branch if isinstance(m, nn.Conv2d)]
+        assert convs[0].out_channels == 256
+        assert any(isinstance(m, nn.BatchNorm2d) for m in branch) and any(isinstance(m, nn.ReLU) for m in branch)
+    assert a.project[0].in_channels == 5 * 256 and isinstance(a.project[3], nn.Dropout)
+    y = a.eval()(torch.randn(2, 64, 9, 11))
+    assert y.shape == (2, 256, 9, 11)
+
+
+def test_aspp_pooling_branch_is_constant_over_space() -> None:
+    p = ASPPPooling(8, 16).eval()
+    y = p(torch.randn(1, 8, 5, 7))
+    assert y.shape == (1, 16, 5, 7)
+    assert torch.allclose(y, y[:, :, :1, :1].expand_as(y))
+
+
+def test_rates_follow_the_paper_and_custom_rates_are_kept() -> None:
+    assert default_atrous_rates(16) == (6, 12, 18)
+    assert default_atrous_rates(8) == (12, 24, 36)
+    with pytest.raises(ValueError):
+        default_atrous_rates(32)
+    net = build_deeplabv3(backbone="mobilenet_v3_large", num_classes=4, output_stride=8)
+    assert net.classifier[0].atrous_rates == (12, 24, 36)
+    net = build_deeplabv3(backbone="mobilenet_v3_large", num_classes=4, atrous_rates=(3, 5, 7, 9))
+    assert net.classifier[0].atrous_rates == (3, 5, 7, 9) and len(net.classifier[0].convs) == 6
+
+
+def test_no_deprecated_upsample() -> None:
+    source = inspect.getsource(aspp_module) + inspect.getsource(model.deeplabv3)
+    assert "F.upsample" not in source and "interpolate" in source
+
+
+def test_builder_is_keyword_only_and_validates() -> None:
+    with pytest.raises(TypeError):
+        build_deeplabv3("resnet50", 3)  # type: ignore[misc]
+    with pytest.raises(ValueError, match="backbone"):
+        build_deeplabv3(backbone="vgg16", num_classes=3)
+    with pytest.raises(ValueError, match="output_stride"):
+        build_deeplabv3(backbone="resnet50", num_classes=3, output_stride=32)
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v3_large", "resnet50"])
+@pytest.mark.parametrize("stride", [8, 16])
+def test_output_stride_sets_feature_resolution(backbone: str, stride: int) -> None:
+    net = build_deeplabv3(backbone=backbone, num_classes=5, output_stride=stride, aux_loss=True).eval()
+    with torch.no_grad():
+        feats = net.backbone(torch.randn(1, 3, 64, 96))
+        out = net(torch.randn(1, 3, 64, 96))
+    assert feats["out"].shape[-2:] == (64 // stride, 96 // stride)
+    assert out["out"].shape == (1, 5, 64, 96) and out["aux"].shape == (1, 5, 64, 96)
+
+
+def test_aux_head_is_optional() -> None:
+    net = build_deeplabv3(backbone="mobilenet_v3_large", num_classes=2)
+    assert net.aux_classifier is None
+    assert set(net.eval()(torch.randn(1, 3, 32, 32))) == {"out"}
+
+
+@pytest.mark.parametrize(
+    ("tv_builder", "backbone", "stride", "size"),
+    [
+        (tvseg.deeplabv3_mobilenet_v3_large, "mobilenet_v3_large", 16, (97, 131)),
+        (tvseg.deeplabv3_resnet50, "resnet50", 8, (65, 81)),
+    ],
+)
+def test_torchvision_state_dict_loads_strictly_and_outputs_match(tv_builder, backbone, stride, size) -> None:
+    torch.manual_seed(1)
+    tv = tv_builder(weights=None, weights_backbone=None, num_classes=21, aux_loss=True).eval()
+    randomize_bn(tv)
+    ours = build_deeplabv3(backbone=backbone, num_classes=21, output_stride=stride, atrous_rates=(12, 24, 36), aux_loss=True)
+    result = ours.load_state_dict(tv.state_dict(), strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    ours.eval()
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        a, b = tv(x), ours(x)
+    assert torch.allclose(a["out"], b["out"], atol=1e-4, rtol=0)
+    assert torch.allclose(a["aux"], b["aux"], atol=1e-4, rtol=0)
+
+
+def test_resnet101_state_dict_loads_strictly() -> None:
+    tv = tvseg.deeplabv3_resnet101(weights=None, weights_backbone=None, num_classes=21, aux_loss=True)
+    ours = build_deeplabv3(backbone="resnet101", num_classes=21, output_stride=8, atrous_rates=(12, 24, 36), aux_loss=True)
+    assert ours.load_state_dict(tv.state_dict(), strict=True).missing_keys == []
