@@ -165,6 +165,25 @@ def _bilinear_taps(n_out: int, n_in: int, device: torch.device) -> tuple[torch.T
     return i0, i1, (src - i0).clamp(0, 1)
 
 
+def _argmax_softmax_max(band: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel argmax over the class axis and the max softmax probability.
+
+    A loop over classes of whole-plane elementwise ops: reductions along the
+    leading (strided) axis are several times slower in PyTorch on the CPU.
+    max softmax = 1 / sum(exp(l - max)), so the full softmax is never built.
+    """
+    top = band[0].clone()
+    idx = torch.zeros(band.shape[1:], dtype=torch.uint8, device=band.device)
+    for c in range(1, band.shape[0]):
+        better = band[c] > top  # strict: ties keep the lower index, like argmax
+        top = torch.maximum(top, band[c])
+        idx = torch.where(better, torch.tensor(c, dtype=torch.uint8, device=band.device), idx)
+    total = torch.zeros_like(top)
+    for c in range(band.shape[0]):
+        total += torch.exp(band[c] - top)
+    return idx, total.reciprocal_()
+
+
 def upsample_argmax(logits: torch.Tensor, height: int, width: int, band_bytes: int = 64 << 20) -> tuple[np.ndarray, np.ndarray]:
     """Bilinearly resize (C, h, w) logits to (height, width) band by band; return labels and confidence.
 
@@ -186,11 +205,11 @@ def upsample_argmax(logits: torch.Tensor, height: int, width: int, band_bytes: i
             band = logits[:, a:b]
         else:
             t = torch.lerp(logits.index_select(1, y0[a:b]), logits.index_select(1, y1[a:b]), wy[a:b].view(1, -1, 1))
-            band = torch.lerp(t.index_select(2, x0), t.index_select(2, x1), wx.view(1, 1, -1))
-        top, idx = band.max(0)
-        # max softmax = 1 / sum(exp(l - max)); computed without the full softmax.
-        p = torch.exp(band - top.unsqueeze(0)).sum(0).reciprocal_()
-        labels[a:b] = idx.to(torch.uint8).cpu().numpy()
+            # Gathering along the last axis is slow; gather columns as rows of the transpose.
+            t = t.transpose(1, 2).contiguous()
+            band = torch.lerp(t.index_select(1, x0), t.index_select(1, x1), wx.view(1, -1, 1)).transpose(1, 2).contiguous()
+        idx, p = _argmax_softmax_max(band)
+        labels[a:b] = idx.cpu().numpy()
         conf[a:b] = (p * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8).cpu().numpy()
     return labels, conf
 
@@ -272,8 +291,11 @@ class Predictor:
         if self.dtype != torch.float32:
             net = net.to(self.dtype)
         self.network = net
-        self._mean = torch.tensor(self.meta.mean, device=self.device).view(1, 3, 1, 1)
-        self._std = torch.tensor(self.meta.std, device=self.device).view(1, 3, 1, 1)
+        mean = torch.tensor(self.meta.mean, device=self.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.meta.std, device=self.device).view(1, 3, 1, 1)
+        # (x / 255 - mean) / std as one multiply-subtract
+        self._scale = 1.0 / (255.0 * std)
+        self._shift = mean / std
 
     # -- reporting
 
@@ -287,15 +309,25 @@ class Predictor:
 
     def _to_input(self, images: list[np.ndarray], size: tuple[int, int]) -> torch.Tensor:
         arr = np.stack([as_rgb_uint8(im) for im in images])
-        x = torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2).float()
+        # NHWC uint8 viewed as NCHW channels-last: no copy, and torch has a fast
+        # uint8 antialiased bilinear resize for exactly this layout on the CPU.
+        x = torch.from_numpy(arr).to(self.device).permute(0, 3, 1, 2)
         if tuple(x.shape[-2:]) != size:
+            if self.device.type != "cpu":
+                x = x.float()
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        x = (x / 255.0 - self._mean) / self._std
-        return x.contiguous(memory_format=torch.channels_last).to(self.dtype)
+        x = (x.float() * self._scale - self._shift).contiguous(memory_format=torch.channels_last)
+        return x.to(self.dtype)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits at feature resolution (input / output stride).
+
+        The network's own forward would upsample them to the input size; we
+        skip that and upsample once, straight to the original image size, in
+        :func:`upsample_argmax` — cheaper, and one interpolation instead of two.
+        """
         with torch.inference_mode():
-            return self.network(x)["out"]
+            return self.network.classifier(self.network.backbone(x)["out"])
 
     def _forward_tiled(self, x: torch.Tensor, tile: int) -> torch.Tensor:
         n, _, h, w = x.shape
@@ -307,6 +339,7 @@ class Predictor:
         for y in _tile_starts(h, th, overlap):
             for x0 in _tile_starts(w, tw, overlap):
                 out = self._forward(x[:, :, y : y + th, x0 : x0 + tw]).float()
+                out = F.interpolate(out, size=(th, tw), mode="bilinear", align_corners=False)
                 acc[:, :, y : y + th, x0 : x0 + tw] += out * win
                 weight[:, :, y : y + th, x0 : x0 + tw] += win
         return acc / weight

@@ -54,7 +54,8 @@ def test_matches_a_plain_fp32_reference(loaded) -> None:
     x = F.interpolate(x, size=working_size(45, 60, meta.input_size), mode="bilinear", align_corners=False, antialias=True)
     x = (x / 255 - torch.tensor(meta.mean).view(1, 3, 1, 1)) / torch.tensor(meta.std).view(1, 3, 1, 1)
     with torch.no_grad():
-        logits = loaded.network.eval()(x)["out"]
+        net = loaded.network.eval()
+        logits = net.classifier(net.backbone(x)["out"])  # feature resolution
         logits = F.interpolate(logits, size=(45, 60), mode="bilinear", align_corners=False)
     probs = logits.softmax(1)[0]
     expected = probs.argmax(0).numpy()

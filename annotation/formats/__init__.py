@@ -1,0 +1,397 @@
+"""Import and export of VOC, COCO, labelme and plain mask folders.
+
+Every importer is split in two steps so an import is all-or-nothing:
+
+1. ``read_*`` parses and checks everything in memory and returns an
+   :class:`ImportResult` (image paths, masks, class list). Any malformed file
+   raises an :class:`~annotation.errors.AtrousReadError` naming the file; nothing
+   has been written yet.
+2. :func:`apply_import` probes every image, checks mask sizes, merges the class
+   list with the project's and hands everything to
+   :meth:`Project.import_batch`, which writes masks and database rows as one unit.
+
+Exporters write into a new or empty folder only, never outside it, and remove
+what they wrote when a write fails (see :class:`ExportFolder`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_write_bytes
+from ..errors import AtrousError, AtrousReadError, AtrousWriteError, ImageReadError
+from ..imageio import exif_transpose_array, read_image_info
+from ..masks import VOID
+from ..project import LabelClass, Project, default_colour, file_sha256
+
+#: Names that mark the background class in class lists (case-insensitive).
+BACKGROUND_NAMES = ("_background_", "background", "__background__")
+#: labelme's name for regions to ignore; becomes void (255).
+IGNORE_NAME = "__ignore__"
+#: Placeholder written in labels.txt for unused indices; skipped when read back.
+UNUSED_PATTERN = re.compile(r"^__unused_\d+__$")
+
+#: The 21 PASCAL VOC class names, used when a VOC root has no class list.
+VOC_CLASSES = (
+    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+)
+
+
+@dataclass
+class ImportedItem:
+    """One image to import, with its mask (upright frame or raw frame; None = no labels)."""
+
+    image_path: Path
+    mask: np.ndarray | None
+    source: Path  # the label file it came from, for messages
+    embedded_image: bytes | None = None  # image bytes from the label file when the image file is missing
+
+
+@dataclass
+class ImportResult:
+    """Everything an importer read, before anything is written."""
+
+    items: list[ImportedItem]
+    classes: list[LabelClass]
+    warnings: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ImportSummary:
+    """What :func:`apply_import` did."""
+
+    added: int
+    updated: int
+    with_mask: int
+    without_mask: int
+    warnings: list[str]
+
+
+# ---------------------------------------------------------------------- helpers
+
+
+def read_json(path: Path) -> object:
+    """Load a JSON file with clear messages for unreadable, non-UTF-8 or truncated content."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise AtrousReadError(f"{path}: cannot read ({e.strerror or e})") from e
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise AtrousReadError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from e
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise AtrousReadError(f"{path}: invalid or truncated JSON ({e.msg} at line {e.lineno}, column {e.colno})") from e
+
+
+def make_class(index: int, name: str) -> LabelClass:
+    """A class with the default colour; background-like names get the background flag."""
+    return LabelClass(index, name, default_colour(index), name.lower() in BACKGROUND_NAMES)
+
+
+def parse_class_lines(lines: Sequence[str], source: Path | str) -> tuple[list[LabelClass], set[str]]:
+    """Parse a class list: one name per line, line number = index.
+
+    labelme's ``labels.txt`` starts with ``__ignore__`` (its id -1): when the
+    first line is ``__ignore__`` it maps to void and the next line is index 0.
+    Returns the classes and the set of names that mean void.
+    """
+    names = [ln.strip() for ln in lines]
+    while names and not names[-1]:
+        names.pop()
+    void: set[str] = set()
+    if names and names[0] == IGNORE_NAME:
+        void.add(IGNORE_NAME)
+        names = names[1:]
+    classes: list[LabelClass] = []
+    has_bg = False
+    for i, name in enumerate(names):
+        if not name:
+            raise AtrousReadError(f"{source}: line {i + 1 + len(void)} is empty (one class name per line)")
+        if UNUSED_PATTERN.match(name):
+            continue
+        if name == IGNORE_NAME:
+            void.add(name)
+            continue
+        if i >= VOID:
+            raise AtrousReadError(f"{source}: more than 255 classes (index 255 is void)")
+        c = make_class(i, name)
+        if c.is_background:
+            if has_bg:
+                c = LabelClass(c.index, c.name, c.colour, False)
+            has_bg = True
+        classes.append(c)
+    seen: set[str] = set()
+    for c in classes:
+        if c.name in seen:
+            raise AtrousReadError(f"{source}: class name {c.name!r} appears twice")
+        seen.add(c.name)
+    return classes, void
+
+
+def read_class_file(path: str | os.PathLike[str]) -> tuple[list[LabelClass], set[str]]:
+    """Read a class list file (see :func:`parse_class_lines`), or ``classes.json`` written by our exports."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        data = read_json(path)
+        try:
+            classes = [
+                LabelClass(int(c["index"]), str(c["name"]), tuple(int(v) for v in c["colour"]), bool(c.get("background", False)))  # type: ignore[misc]
+                for c in data  # type: ignore[union-attr]
+            ]
+        except (TypeError, KeyError, ValueError) as e:
+            raise AtrousReadError(f"{path}: expected a list of {{index, name, colour, background}} ({e})") from e
+        return classes, set()
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except OSError as e:
+        raise AtrousReadError(f"{path}: cannot read class list ({e.strerror or e})") from e
+    except UnicodeDecodeError as e:
+        raise AtrousReadError(f"{path}: class list is not UTF-8 text (bad byte at offset {e.start})") from e
+    return parse_class_lines(text.splitlines(), path)
+
+
+def classes_json(classes: Sequence[LabelClass]) -> bytes:
+    """The exact class list as JSON (index, name, colour, background), for lossless re-import."""
+    return json.dumps(
+        [{"index": c.index, "name": c.name, "colour": list(c.colour), "background": c.is_background} for c in classes], indent=1
+    ).encode("utf-8")
+
+
+def labels_txt(classes: Sequence[LabelClass]) -> bytes:
+    """One class name per line, line number = index (unused indices get a placeholder)."""
+    by_index = {c.index: c.name for c in classes}
+    n = max(by_index, default=-1) + 1
+    return ("\n".join(by_index.get(i, f"__unused_{i}__") for i in range(n)) + "\n").encode("utf-8")
+
+
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+
+
+def safe_name(name: str) -> str:
+    """A file-name stem that cannot leave its folder: separators, '..' and odd characters become '_'."""
+    s = _SAFE.sub("_", Path(name.replace("\\", "/")).name if "/" in name or "\\" in name else name)
+    s = s.strip(".") or "image"
+    return s[:150]
+
+
+def unique_names(stems: Sequence[str]) -> list[str]:
+    """Make sanitised stems unique (case-insensitively) by appending _2, _3, ..."""
+    used: set[str] = set()
+    out = []
+    for stem in stems:
+        base = safe_name(stem)
+        name, k = base, 1
+        while name.lower() in used:
+            k += 1
+            name = f"{base}_{k}"
+        used.add(name.lower())
+        out.append(name)
+    return out
+
+
+def _merge_classes(existing: list[LabelClass], imported: list[LabelClass], source: str) -> list[LabelClass] | None:
+    """The class list after an import, or None when the project's list stays as it is."""
+    if not existing:
+        return imported
+    by_idx = {c.index: c for c in existing}
+    merged = list(existing)
+    changed = False
+    for c in imported:
+        old = by_idx.get(c.index)
+        if old is None:
+            if any(e.name == c.name for e in merged):
+                raise AtrousError(f"{source}: class {c.name!r} has index {c.index} here but another index in the project")
+            merged.append(LabelClass(c.index, c.name, c.colour, c.is_background and not any(e.is_background for e in merged)))
+            changed = True
+        elif old.name != c.name:
+            raise AtrousError(
+                f"{source}: class index {c.index} is {c.name!r} here but {old.name!r} in the project; "
+                "import into a new project or make the class lists agree"
+            )
+    return merged if changed else None
+
+
+def apply_import(
+    project_path: str | os.PathLike[str],
+    result: ImportResult,
+    *,
+    status: str = "reviewed",
+    source: str = "import",
+) -> ImportSummary:
+    """Write an :class:`ImportResult` into a project (created when missing), all or nothing.
+
+    Images are probed (size, EXIF orientation, hash) and every mask is checked
+    against its image: a mask of the upright size is used as is; a mask of the
+    raw (stored) size of an EXIF-rotated image is turned upright; anything else
+    is an error naming the label file. If anything fails the project is left as
+    it was (a project created here is removed again).
+    """
+    root = Path(project_path)
+    created = not (root / "atrous.sqlite").exists()
+    if created and root.exists() and any(root.iterdir()):
+        raise AtrousWriteError(f"{root}: folder exists, is not empty and is not a project")
+    # Everything below that can fail on bad data runs before the project is touched,
+    # except embedded images, which must be written to be probed.
+    probed: list[tuple[Path, tuple[int, int, int, str], np.ndarray | None]] = []
+    written_images: list[Path] = []
+    project: Project | None = None
+    try:
+        project = Project.create(root) if created else Project.open(root)
+        classes_after = _merge_classes(project.classes(), result.classes, str(result.items[0].source) if result.items else source)
+        known = {c.index for c in (classes_after if classes_after is not None else project.classes())}
+        seen_hash: dict[str, Path] = {}
+        for item in result.items:
+            path = item.image_path
+            if item.embedded_image is not None and not path.exists():
+                path = root / "images" / f"{safe_name(path.stem)}{path.suffix.lower() or '.png'}"
+                k = 1
+                while path.exists() or path in written_images:
+                    k += 1
+                    path = path.with_name(f"{safe_name(item.image_path.stem)}_{k}{path.suffix}")
+                atomic_write_bytes(path, item.embedded_image)
+                written_images.append(path)
+            try:
+                info = read_image_info(path)
+                sha = file_sha256(path)
+            except ImageReadError as e:
+                raise AtrousReadError(f"{item.source}: image {e}") from e
+            if sha in seen_hash:
+                result.warnings.append(f"{path}: same content as {seen_hash[sha]}; labels of the later file win")
+            seen_hash[sha] = path
+            mask = item.mask
+            if mask is not None:
+                mask = _to_upright(mask, info.width, info.height, info.orientation, item.source, path)
+                bad = np.setdiff1d(np.unique(mask), np.array(sorted(known | {VOID}), dtype=np.int64))
+                if bad.size:
+                    raise AtrousReadError(f"{item.source}: mask values {bad.tolist()} are not classes of the project")
+            probed.append((path, (info.width, info.height, info.orientation, sha), mask))
+        before = {r.id for r in project.images()}
+        ids = project.import_batch(probed, status=status, classes=classes_after, source=source)
+    except BaseException:
+        if project is not None:
+            project.close()
+        for p in written_images:
+            p.unlink(missing_ok=True)
+        if created:
+            shutil.rmtree(root, ignore_errors=True)
+        raise
+    project.close()
+    n_mask = sum(1 for _, _, m in probed if m is not None)
+    return ImportSummary(
+        added=len(set(ids) - before),
+        updated=len(set(ids) & before),
+        with_mask=n_mask,
+        without_mask=len(probed) - n_mask,
+        warnings=result.warnings,
+    )
+
+
+def _to_upright(mask: np.ndarray, width: int, height: int, orientation: int, source: Path, image: Path) -> np.ndarray:
+    if mask.shape == (height, width):
+        return mask
+    if orientation in (5, 6, 7, 8):
+        raw = (width, height)  # upright size swapped back
+    else:
+        raw = (height, width)
+    if orientation != 1 and mask.shape == raw:
+        return exif_transpose_array(mask, orientation)
+    raise AtrousReadError(
+        f"{source}: mask is {mask.shape[1]}x{mask.shape[0]} but image {image} is {width}x{height} (width x height)"
+    )
+
+
+# ---------------------------------------------------------------------- export folder
+
+
+class ExportFolder:
+    """A new or empty output folder that is cleaned up if the export fails.
+
+    Use as a context manager; :meth:`path` maps a relative name to a path inside
+    the folder and refuses anything that would land outside it.
+    """
+
+    def __init__(self, out: str | os.PathLike[str]) -> None:
+        self.out = Path(out)
+        self._created = False
+
+    def __enter__(self) -> ExportFolder:
+        out = self.out
+        if out.exists():
+            if not out.is_dir():
+                raise AtrousWriteError(f"{out}: exists and is not a folder")
+            if any(out.iterdir()):
+                raise AtrousWriteError(f"{out}: export folder is not empty; choose a new or empty folder")
+        else:
+            try:
+                out.mkdir(parents=True)
+            except OSError as e:
+                raise AtrousWriteError(f"Cannot create export folder {out}: {e.strerror or e}") from e
+            self._created = True
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc is None:
+            return
+        # Remove what we wrote: the folder itself if we made it, else its contents.
+        if self._created:
+            shutil.rmtree(self.out, ignore_errors=True)
+        else:
+            for child in list(self.out.iterdir()):
+                if child.is_dir() and not child.is_symlink():
+                    shutil.rmtree(child, ignore_errors=True)
+                else:
+                    child.unlink(missing_ok=True)
+
+    def path(self, relative: str) -> Path:
+        """``OUT/relative``, checked to stay inside OUT."""
+        target = (self.out / relative).resolve()
+        base = self.out.resolve()
+        if target != base and base not in target.parents:
+            raise AtrousWriteError(f"{relative}: refusing to write outside the export folder {self.out}")
+        return self.out / relative
+
+    def write(self, relative: str, data: bytes) -> Path:
+        """Write bytes atomically at ``OUT/relative``."""
+        target = self.path(relative)
+        atomic_write_bytes(target, data)
+        return target
+
+
+def export_image_bytes(project: Project, record_id: int, *, lossless: bool, jpeg_quality: int = 95) -> tuple[bytes, str, bool]:
+    """Bytes and extension for exporting an image in the upright frame.
+
+    JPEG originals without an EXIF rotation are copied byte for byte. Anything
+    else is decoded upright and encoded as JPEG (``lossless=False``) or PNG.
+    Returns ``(data, extension, copied)``.
+    """
+    from io import BytesIO
+
+    from PIL import Image
+
+    rec = project.image(record_id)
+    path = project.image_path(rec)
+    info = read_image_info(path)
+    if info.orientation == 1 and (info.format == "JPEG" or (lossless and info.format == "PNG")):
+        try:
+            return path.read_bytes(), (".jpg" if info.format == "JPEG" else ".png"), True
+        except OSError as e:
+            raise ImageReadError(f"{path}: cannot read ({e.strerror or e})") from e
+    pixels = project.load_image(rec.id)
+    buf = BytesIO()
+    if lossless:
+        Image.fromarray(pixels).save(buf, format="PNG")
+        return buf.getvalue(), ".png", False
+    Image.fromarray(pixels).save(buf, format="JPEG", quality=jpeg_quality, subsampling=0)
+    return buf.getvalue(), ".jpg", False

@@ -1,0 +1,82 @@
+"""A folder of label PNGs paired with images by file stem (CamVid, ISBI, most repos).
+
+Label PNGs hold class indices, as grey values (mode L) or palette indices
+(mode P). The class list has one name per line, line number = index. Pixels
+equal to ``void`` (e.g. CamVid's 11) become 255, and a class at that index is
+dropped from the list. Images without a label PNG are imported without a mask.
+Stems must be unique on each side: two images (or labels) with the same stem in
+different sub-folders are an error, since the pairing would be a guess.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AtrousReadError
+from ..masks import VOID, read_mask_png
+from ..project import LabelClass, scan_images
+from . import ImportedItem, ImportResult, make_class, read_class_file
+
+
+def _by_stem(paths: list[Path], what: str) -> dict[str, Path]:
+    out: dict[str, Path] = {}
+    for p in paths:
+        if p.stem in out:
+            raise AtrousReadError(f"duplicate {what} name {p.stem!r}: {out[p.stem]} and {p}")
+        out[p.stem] = p
+    return out
+
+
+def read_mask_folder(
+    labels_dir: str | os.PathLike[str],
+    images_dir: str | os.PathLike[str],
+    classes_file: str | os.PathLike[str] | None = None,
+    void: int | None = None,
+) -> ImportResult:
+    """Pair ``labels_dir/**/<stem>.png`` with ``images_dir/**/<stem>.<ext>`` and read the masks."""
+    labels_dir, images_dir = Path(labels_dir), Path(images_dir)
+    for d, what in ((labels_dir, "label"), (images_dir, "image")):
+        if not d.is_dir():
+            raise AtrousReadError(f"{d}: {what} folder not found")
+    if void is not None and not 0 <= void <= 255:
+        raise AtrousReadError(f"--void {void}: must be 0..255")
+    labels = _by_stem(sorted(p for p in labels_dir.rglob("*") if p.suffix.lower() == ".png" and p.is_file()), "label")
+    images = _by_stem(scan_images(images_dir), "image")
+    if not labels:
+        raise AtrousReadError(f"{labels_dir}: no label PNGs found")
+    orphans = sorted(set(labels) - set(images))
+    if orphans:
+        raise AtrousReadError(f"{labels[orphans[0]]}: no image with the same name in {images_dir} ({len(orphans)} label(s) without image)")
+
+    classes: list[LabelClass]
+    if classes_file is not None:
+        classes, _ = read_class_file(classes_file)
+        if void is not None:
+            classes = [c for c in classes if c.index != void]
+        fixed = True
+    else:
+        classes, fixed = [], False
+    known = {c.index for c in classes}
+    items: list[ImportedItem] = []
+    for stem, image in images.items():
+        label = labels.get(stem)
+        mask = None
+        if label is not None:
+            mask = read_mask_png(label)
+            if void is not None and void != VOID:
+                mask = mask.copy()
+                mask[mask == void] = VOID
+            values = set(np.unique(mask).tolist()) - {VOID}
+            extra = sorted(values - known)
+            if extra:
+                if fixed:
+                    raise AtrousReadError(f"{label}: pixel values {extra} have no class in {classes_file}")
+                for v in extra:
+                    classes.append(make_class(v, f"class_{v}"))
+                    known.add(v)
+        items.append(ImportedItem(image_path=image, mask=mask, source=label or image))
+    classes.sort(key=lambda c: c.index)
+    return ImportResult(items=items, classes=classes)

@@ -1,0 +1,717 @@
+"""An annotation project: a folder with an SQLite index and one mask PNG per image.
+
+Layout of a project folder::
+
+    PROJECT/
+      atrous.sqlite          images, classes, model versions, provenance, edit log (WAL mode)
+      masks/<image_id>.png   indexed PNG of class indices (255 = void), upright frame
+
+Rules the code keeps:
+
+* Images are referenced, never modified or copied (only images that exist
+  nowhere else, e.g. embedded in a labelme JSON, are written under
+  ``PROJECT/images/``). Paths are stored relative to the project folder when
+  the image lies inside it or the caller gave a relative path; absolute otherwise.
+* Masks are always in the upright (EXIF-applied) frame of their image.
+* A mask is written atomically first (temp file, fsync, ``os.replace``) and the
+  database is updated afterwards in one transaction, so the database never
+  points at a missing or torn mask.
+* One SQLite connection per :class:`Project`, shared between threads under a
+  lock (``check_same_thread=False``), so a GUI worker may use the same object.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import AtrousError, AtrousReadError, AtrousWriteError, ImageReadError
+from .imageio import is_image_file, load_image, read_image_info
+from .masks import VOID, make_palette, read_mask_png, write_mask_png
+
+DB_NAME = "atrous.sqlite"
+MASK_DIR = "masks"
+SCHEMA_VERSION = 1
+
+#: Allowed image statuses, in workflow order.
+STATUSES = ("new", "prelabeled", "edited", "reviewed")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    path TEXT NOT NULL UNIQUE,
+    width INTEGER NOT NULL,
+    height INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    orientation INTEGER NOT NULL DEFAULT 1,
+    status TEXT NOT NULL DEFAULT 'new',
+    has_mask INTEGER NOT NULL DEFAULT 0,
+    prelabel_model_version INTEGER REFERENCES model_versions(id),
+    changed_pixels INTEGER NOT NULL DEFAULT 0,
+    edit_seconds REAL NOT NULL DEFAULT 0,
+    created REAL NOT NULL,
+    modified REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS images_sha ON images(sha256);
+CREATE TABLE IF NOT EXISTS classes (
+    idx INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    r INTEGER NOT NULL, g INTEGER NOT NULL, b INTEGER NOT NULL,
+    is_background INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS model_versions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    name TEXT NOT NULL,
+    checkpoint_path TEXT NOT NULL,
+    metrics TEXT NOT NULL DEFAULT '{}',
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS edits (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    image_id INTEGER NOT NULL REFERENCES images(id),
+    time REAL NOT NULL,
+    status TEXT NOT NULL,
+    model_version INTEGER,
+    changed_pixels INTEGER,
+    edit_seconds REAL,
+    source TEXT
+);
+"""
+
+
+@dataclass(frozen=True)
+class LabelClass:
+    """One label class: its index in the masks, name, display colour and background flag."""
+
+    index: int
+    name: str
+    colour: tuple[int, int, int]
+    is_background: bool = False
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One image of the project as the database knows it."""
+
+    id: int
+    path: str  # as stored: relative to the project folder, or absolute
+    width: int  # upright frame
+    height: int
+    sha256: str
+    orientation: int
+    status: str
+    has_mask: bool
+    prelabel_model_version: int | None
+    changed_pixels: int
+    edit_seconds: float
+    created: float
+    modified: float
+
+    @property
+    def name(self) -> str:
+        """The file name of the image."""
+        return Path(self.path).name
+
+
+@dataclass(frozen=True)
+class ModelVersion:
+    """A trained network the project has used for pre-labelling."""
+
+    id: int
+    name: str
+    checkpoint_path: str
+    metrics: dict[str, Any]
+    created: float
+
+
+@dataclass(frozen=True)
+class EditRecord:
+    """One line of the edit log (every mask save and status change)."""
+
+    id: int
+    image_id: int
+    time: float
+    status: str
+    model_version: int | None
+    changed_pixels: int | None
+    edit_seconds: float | None
+    source: str | None
+
+
+@dataclass
+class AddResult:
+    """What :meth:`Project.add_images` did."""
+
+    added: list[int] = field(default_factory=list)
+    skipped_duplicates: list[Path] = field(default_factory=list)  # same content already in the project
+    skipped_unreadable: list[tuple[Path, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class ProjectStats:
+    """Numbers for ``info``."""
+
+    n_images: int
+    by_status: dict[str, int]
+    n_masks: int
+    class_pixels: dict[int, int]  # class index -> pixel count over all masks (255 = void)
+    total_pixels: int
+
+
+def default_colour(index: int) -> tuple[int, int, int]:
+    """The VOC colour for a class index (the default when a class list gives none)."""
+    c = make_palette()[index]
+    return (int(c[0]), int(c[1]), int(c[2]))
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Content hash of a file, used to skip images that are already in a project."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot read ({e.strerror or e})") from e
+    return h.hexdigest()
+
+
+def scan_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted, hidden folders skipped)."""
+    folder = Path(folder)
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for f in sorted(files):
+            if not f.startswith(".") and is_image_file(f):
+                found.append(Path(root) / f)
+    return found
+
+
+def validate_classes(classes: Sequence[LabelClass]) -> list[LabelClass]:
+    """Check a class list: indices 0..254, unique indices and names, at most one background."""
+    seen_idx: set[int] = set()
+    seen_name: set[str] = set()
+    n_bg = 0
+    for c in classes:
+        if not isinstance(c.index, int) or not 0 <= c.index < VOID:
+            raise AtrousError(f"class {c.name!r}: index {c.index} is outside 0..254 (255 is void)")
+        if c.index in seen_idx:
+            raise AtrousError(f"class index {c.index} is used twice")
+        if not c.name or c.name in seen_name:
+            raise AtrousError(f"class name {c.name!r} is empty or used twice")
+        seen_idx.add(c.index)
+        seen_name.add(c.name)
+        n_bg += bool(c.is_background)
+    if n_bg > 1:
+        raise AtrousError("at most one class can be the background class")
+    return sorted(classes, key=lambda c: c.index)
+
+
+class Project:
+    """An open annotation project. Use :meth:`create` or :meth:`open`; close it (or use ``with``)."""
+
+    def __init__(self, root: Path, conn: sqlite3.Connection) -> None:
+        self.root = root
+        self._conn = conn
+        self._lock = threading.RLock()
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @classmethod
+    def create(cls, path: str | os.PathLike[str], classes: Sequence[LabelClass] | None = None) -> Project:
+        """Create a new project folder (it may exist but must not hold a project)."""
+        root = Path(path)
+        if (root / DB_NAME).exists():
+            raise AtrousWriteError(f"{root}: a project already exists here")
+        if root.exists() and not root.is_dir():
+            raise AtrousWriteError(f"{root}: exists and is not a folder")
+        classes = validate_classes(list(classes or []))
+        try:
+            (root / MASK_DIR).mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise AtrousWriteError(f"Cannot create project folder {root}: {e.strerror or e}") from e
+        conn = cls._connect(root / DB_NAME)
+        proj = cls(root, conn)
+        try:
+            conn.executescript(_SCHEMA)  # DDL outside _tx: executescript commits on its own
+            with proj._tx() as cur:
+                cur.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                cur.execute("INSERT INTO meta VALUES ('created', ?)", (str(time.time()),))
+                cur.executemany(
+                    "INSERT INTO classes VALUES (?,?,?,?,?,?)",
+                    [(c.index, c.name, *c.colour, int(c.is_background)) for c in classes],
+                )
+        except sqlite3.Error as e:
+            proj.close()
+            raise AtrousWriteError(f"Cannot create project database {root / DB_NAME}: {e}") from e
+        return proj
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str]) -> Project:
+        """Open an existing project folder."""
+        root = Path(path)
+        db = root / DB_NAME
+        if not db.is_file():
+            raise AtrousReadError(f"{root}: not an Atrous project (no {DB_NAME})")
+        conn = cls._connect(db)
+        proj = cls(root, conn)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        except sqlite3.Error as e:
+            proj.close()
+            raise AtrousReadError(f"{db}: not a readable project database ({e})") from e
+        if row is None or int(row[0]) > SCHEMA_VERSION:
+            proj.close()
+            raise AtrousReadError(f"{db}: unknown schema version {row[0] if row else None}")
+        return proj
+
+    @staticmethod
+    def _connect(db: Path) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(db, check_same_thread=False, isolation_level=None, timeout=30)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.Error as e:
+            raise AtrousReadError(f"{db}: cannot open database ({e})") from e
+        return conn
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            try:
+                self._conn.close()
+            except sqlite3.Error:
+                pass
+
+    def __enter__(self) -> Project:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Cursor]:
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on any error)."""
+        with self._lock:
+            cur = self._conn.cursor()
+            cur.execute("BEGIN IMMEDIATE")
+            try:
+                yield cur
+            except BaseException:
+                cur.execute("ROLLBACK")
+                raise
+            else:
+                cur.execute("COMMIT")
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # ---------------------------------------------------------------- classes
+
+    def classes(self) -> list[LabelClass]:
+        """The label classes, by index."""
+        return [
+            LabelClass(int(i), n, (int(r), int(g), int(b)), bool(bg))
+            for i, n, r, g, b, bg in self._query("SELECT idx, name, r, g, b, is_background FROM classes ORDER BY idx")
+        ]
+
+    def set_classes(self, classes: Sequence[LabelClass]) -> None:
+        """Replace the whole class list (masks are not changed)."""
+        classes = validate_classes(list(classes))
+        with self._tx() as cur:
+            cur.execute("DELETE FROM classes")
+            cur.executemany(
+                "INSERT INTO classes VALUES (?,?,?,?,?,?)",
+                [(c.index, c.name, *c.colour, int(c.is_background)) for c in classes],
+            )
+
+    def add_class(
+        self, name: str, colour: tuple[int, int, int] | None = None, index: int | None = None, is_background: bool = False
+    ) -> LabelClass:
+        """Add a class (at the first free index unless ``index`` is given)."""
+        current = self.classes()
+        used = {c.index for c in current}
+        if index is None:
+            index = next((i for i in range(VOID) if i not in used), None)
+            if index is None:
+                raise AtrousError("no free class index left (0..254)")
+        new = LabelClass(index, name, colour or default_colour(index), is_background)
+        self.set_classes([*current, new])
+        return new
+
+    def rename_class(self, index: int, name: str) -> None:
+        """Give class ``index`` a new name."""
+        self.set_classes([LabelClass(c.index, name, c.colour, c.is_background) if c.index == index else c for c in self._class_or_fail(index)])
+
+    def recolour_class(self, index: int, colour: tuple[int, int, int]) -> None:
+        """Give class ``index`` a new display colour."""
+        self.set_classes([LabelClass(c.index, c.name, tuple(colour), c.is_background) if c.index == index else c for c in self._class_or_fail(index)])  # type: ignore[arg-type]
+
+    def _class_or_fail(self, index: int) -> list[LabelClass]:
+        current = self.classes()
+        if index not in {c.index for c in current}:
+            raise AtrousError(f"no class with index {index}")
+        return current
+
+    def palette(self) -> np.ndarray:
+        """The (256, 3) uint8 palette: class colours, VOC colours elsewhere, 255 = void colour."""
+        pal = make_palette()
+        for c in self.classes():
+            pal[c.index] = c.colour
+        return pal
+
+    # ---------------------------------------------------------------- images
+
+    def _stored_path(self, path: Path, given_relative: bool) -> str:
+        absolute = Path(os.path.abspath(path))
+        root = Path(os.path.abspath(self.root))
+        try:
+            return absolute.relative_to(root).as_posix()
+        except ValueError:
+            pass
+        if given_relative:
+            return Path(os.path.relpath(absolute, root)).as_posix()
+        return str(absolute)
+
+    def image_path(self, record: ImageRecord | int) -> Path:
+        """Where the image file of ``record`` (or an image id) lies on disk."""
+        if isinstance(record, int):
+            record = self.image(record)
+        p = Path(record.path)
+        return p if p.is_absolute() else self.root / p
+
+    def add_images(self, source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> AddResult:
+        """Reference images (a folder, scanned recursively, or a list of files) in place.
+
+        Images whose content is already in the project (same SHA-256) are skipped,
+        so adding a folder again only adds the new files. Unreadable files are
+        skipped and listed in the result.
+        """
+        if isinstance(source, (str, os.PathLike)):
+            src = Path(source)
+            if src.is_dir():
+                paths = scan_images(src)
+            elif src.is_file():
+                paths = [src]
+            else:
+                raise AtrousReadError(f"{src}: no such file or folder")
+        else:
+            paths = [Path(p) for p in source]
+        result = AddResult()
+        rows = []
+        for p in paths:
+            try:
+                rows.append((p, self._probe(p)))
+            except ImageReadError as e:
+                result.skipped_unreadable.append((p, str(e)))
+        self._insert_images(rows, result)
+        return result
+
+    @staticmethod
+    def _probe(path: Path) -> tuple[int, int, int, str]:
+        info = read_image_info(path)
+        return info.width, info.height, info.orientation, file_sha256(path)
+
+    def _insert_images(self, rows: Sequence[tuple[Path, tuple[int, int, int, str]]], result: AddResult | None = None, cur: sqlite3.Cursor | None = None) -> list[int]:
+        """Insert probed images; returns ids in order (existing id for a duplicate)."""
+        ids: list[int] = []
+
+        def work(c: sqlite3.Cursor) -> None:
+            now = time.time()
+            for p, (w, h, orient, sha) in rows:
+                stored = self._stored_path(p, not p.is_absolute())
+                hit = c.execute("SELECT id FROM images WHERE sha256=? OR path=? LIMIT 1", (sha, stored)).fetchone()
+                if hit is not None:
+                    if result is not None:
+                        result.skipped_duplicates.append(p)
+                    ids.append(int(hit[0]))
+                    continue
+                c.execute(
+                    "INSERT INTO images (path, width, height, sha256, orientation, status, created, modified) VALUES (?,?,?,?,?,'new',?,?)",
+                    (stored, w, h, sha, orient, now, now),
+                )
+                ids.append(int(c.lastrowid))
+                if result is not None:
+                    result.added.append(ids[-1])
+
+        if cur is not None:
+            work(cur)
+        else:
+            with self._tx() as c:
+                work(c)
+        return ids
+
+    _IMG_COLS = (
+        "id, path, width, height, sha256, orientation, status, has_mask, prelabel_model_version, "
+        "changed_pixels, edit_seconds, created, modified"
+    )
+
+    @staticmethod
+    def _record(row: tuple) -> ImageRecord:
+        return ImageRecord(
+            id=int(row[0]), path=row[1], width=int(row[2]), height=int(row[3]), sha256=row[4],
+            orientation=int(row[5]), status=row[6], has_mask=bool(row[7]),
+            prelabel_model_version=None if row[8] is None else int(row[8]),
+            changed_pixels=int(row[9]), edit_seconds=float(row[10]), created=float(row[11]), modified=float(row[12]),
+        )
+
+    def images(self, status: str | Iterable[str] | None = None) -> list[ImageRecord]:
+        """All images (by id), or those whose status is ``status`` (one or several)."""
+        if status is None:
+            rows = self._query(f"SELECT {self._IMG_COLS} FROM images ORDER BY id")
+        else:
+            wanted = [status] if isinstance(status, str) else list(status)
+            for s in wanted:
+                _check_status(s)
+            marks = ",".join("?" * len(wanted))
+            rows = self._query(f"SELECT {self._IMG_COLS} FROM images WHERE status IN ({marks}) ORDER BY id", wanted)
+        return [self._record(r) for r in rows]
+
+    def image(self, image_id: int) -> ImageRecord:
+        """One image by id."""
+        rows = self._query(f"SELECT {self._IMG_COLS} FROM images WHERE id=?", (int(image_id),))
+        if not rows:
+            raise AtrousError(f"no image with id {image_id} in {self.root}")
+        return self._record(rows[0])
+
+    def find_image(self, sha256: str) -> ImageRecord | None:
+        """The image with this content hash, if the project has it."""
+        rows = self._query(f"SELECT {self._IMG_COLS} FROM images WHERE sha256=? LIMIT 1", (sha256,))
+        return self._record(rows[0]) if rows else None
+
+    def load_image(self, image_id: int) -> np.ndarray:
+        """The image pixels, upright, as (H, W, 3) uint8."""
+        return load_image(self.image_path(image_id))
+
+    # ---------------------------------------------------------------- masks
+
+    def mask_path(self, image_id: int) -> Path:
+        """Where the mask of ``image_id`` is (or would be) stored."""
+        return self.root / MASK_DIR / f"{int(image_id)}.png"
+
+    def read_mask(self, image_id: int) -> np.ndarray | None:
+        """The mask of an image (uint8 class indices, upright), or None when it has none."""
+        rec = self.image(image_id)
+        if not rec.has_mask:
+            return None
+        mask = read_mask_png(self.mask_path(rec.id))
+        if mask.shape != (rec.height, rec.width):
+            raise AtrousReadError(f"{self.mask_path(rec.id)}: mask is {mask.shape[1]}x{mask.shape[0]}, image is {rec.width}x{rec.height}")
+        return mask
+
+    def _check_mask(self, rec: ImageRecord, mask: np.ndarray) -> np.ndarray:
+        mask = np.asarray(mask)
+        if mask.ndim != 2 or mask.shape != (rec.height, rec.width):
+            raise AtrousError(
+                f"mask for {rec.path} has shape {mask.shape}, the image is {rec.height}x{rec.width} (rows x columns)"
+            )
+        if mask.dtype != np.uint8:
+            if mask.size and (mask.min() < 0 or mask.max() > VOID):
+                raise AtrousError(f"mask for {rec.path} has values outside 0..255")
+            mask = mask.astype(np.uint8)
+        return mask
+
+    def save_mask(
+        self,
+        image_id: int,
+        mask: np.ndarray,
+        *,
+        status: str = "edited",
+        model_version: int | None = None,
+        changed_pixels: int | None = None,
+        edit_seconds: float | None = None,
+        source: str | None = None,
+    ) -> None:
+        """Store ``mask`` for an image: atomic PNG write, then one DB transaction.
+
+        ``status='prelabeled'`` with ``model_version`` records which network made
+        the mask and resets the change counters; later saves add
+        ``changed_pixels`` and ``edit_seconds`` to the image's totals.
+        """
+        _check_status(status)
+        rec = self.image(image_id)
+        mask = self._check_mask(rec, mask)
+        write_mask_png(self.mask_path(rec.id), mask, self.palette())
+        try:
+            with self._tx() as cur:
+                self._record_mask(cur, rec.id, status, model_version, changed_pixels, edit_seconds, source)
+        except sqlite3.Error as e:
+            raise AtrousWriteError(f"{self.root / DB_NAME}: cannot record the mask of {rec.path} ({e})") from e
+
+    def _record_mask(
+        self, cur: sqlite3.Cursor, image_id: int, status: str, model_version: int | None,
+        changed_pixels: int | None, edit_seconds: float | None, source: str | None,
+    ) -> None:
+        now = time.time()
+        if status == "prelabeled" and model_version is not None:
+            cur.execute(
+                "UPDATE images SET has_mask=1, status=?, prelabel_model_version=?, changed_pixels=0, edit_seconds=0, modified=? WHERE id=?",
+                (status, model_version, now, image_id),
+            )
+        else:
+            cur.execute(
+                "UPDATE images SET has_mask=1, status=?, changed_pixels=changed_pixels+?, edit_seconds=edit_seconds+?, modified=? WHERE id=?",
+                (status, int(changed_pixels or 0), float(edit_seconds or 0.0), now, image_id),
+            )
+        cur.execute(
+            "INSERT INTO edits (image_id, time, status, model_version, changed_pixels, edit_seconds, source) VALUES (?,?,?,?,?,?,?)",
+            (image_id, now, status, model_version, changed_pixels, edit_seconds, source),
+        )
+
+    def set_status(self, image_id: int, status: str) -> None:
+        """Change an image's status (e.g. mark it reviewed)."""
+        _check_status(status)
+        rec = self.image(image_id)
+        with self._tx() as cur:
+            cur.execute("UPDATE images SET status=?, modified=? WHERE id=?", (status, time.time(), rec.id))
+            cur.execute(
+                "INSERT INTO edits (image_id, time, status, source) VALUES (?,?,?,?)", (rec.id, time.time(), status, "status")
+            )
+
+    def last_edits(self, n: int = 10) -> list[EditRecord]:
+        """The ``n`` most recent entries of the edit log, newest first."""
+        rows = self._query(
+            "SELECT id, image_id, time, status, model_version, changed_pixels, edit_seconds, source FROM edits ORDER BY id DESC LIMIT ?",
+            (n,),
+        )
+        return [EditRecord(int(r[0]), int(r[1]), float(r[2]), r[3], r[4], r[5], r[6], r[7]) for r in rows]
+
+    # ---------------------------------------------------------------- bulk import
+
+    def import_batch(
+        self,
+        items: Sequence[tuple[Path, tuple[int, int, int, str], np.ndarray | None]],
+        *,
+        status: str = "reviewed",
+        classes: Sequence[LabelClass] | None = None,
+        source: str = "import",
+    ) -> list[int]:
+        """Add images (probed) with optional masks in one all-or-nothing step.
+
+        Masks are first written into a staging folder while the database changes
+        are held in an open transaction; any error removes the staged files and
+        rolls back. Only then are the staged masks moved into place and the
+        transaction committed. Returns the image ids (in ``items`` order).
+        """
+        _check_status(status)
+        staging = self.root / MASK_DIR / f".staging-{os.getpid()}-{time.time_ns()}"
+        staged: list[tuple[Path, Path]] = []
+        try:
+            with self._tx() as cur:
+                if classes is not None:
+                    classes = validate_classes(list(classes))
+                    cur.execute("DELETE FROM classes")
+                    cur.executemany(
+                        "INSERT INTO classes VALUES (?,?,?,?,?,?)",
+                        [(c.index, c.name, *c.colour, int(c.is_background)) for c in classes],
+                    )
+                    pal = make_palette()
+                    for c in classes:
+                        pal[c.index] = c.colour
+                else:
+                    pal = self.palette()
+                ids = self._insert_images([(p, probe) for p, probe, _ in items], cur=cur)
+                for image_id, (_, _, mask) in zip(ids, items):
+                    if mask is None:
+                        continue
+                    tmp = staging / f"{image_id}.png"
+                    write_mask_png(tmp, mask, pal)
+                    staged.append((tmp, self.mask_path(image_id)))
+                    self._record_mask(cur, image_id, status, None, None, None, source)
+                for tmp, target in staged:
+                    try:
+                        os.replace(tmp, target)
+                    except OSError as e:
+                        raise AtrousWriteError(f"Cannot write {target}: {e.strerror or e}") from e
+        except sqlite3.Error as e:
+            raise AtrousWriteError(f"{self.root / DB_NAME}: cannot record the import ({e})") from e
+        finally:
+            for tmp, _ in staged:
+                tmp.unlink(missing_ok=True)
+            try:
+                staging.rmdir()
+            except OSError:
+                pass
+        return ids
+
+    # ---------------------------------------------------------------- model versions
+
+    def add_model_version(self, name: str, checkpoint_path: str | os.PathLike[str], metrics: dict[str, Any] | None = None) -> int:
+        """Record a model version; returns its id."""
+        with self._tx() as cur:
+            cur.execute(
+                "INSERT INTO model_versions (name, checkpoint_path, metrics, created) VALUES (?,?,?,?)",
+                (name, str(checkpoint_path), json.dumps(metrics or {}), time.time()),
+            )
+            return int(cur.lastrowid)
+
+    def model_versions(self) -> list[ModelVersion]:
+        """All recorded model versions, oldest first."""
+        return [
+            ModelVersion(int(i), n, p, json.loads(m), float(c))
+            for i, n, p, m, c in self._query("SELECT id, name, checkpoint_path, metrics, created FROM model_versions ORDER BY id")
+        ]
+
+    @property
+    def active_model_version(self) -> ModelVersion | None:
+        """The model version used for new pre-labels (None when unset)."""
+        row = self._query("SELECT value FROM meta WHERE key='active_model_version'")
+        if not row:
+            return None
+        for mv in self.model_versions():
+            if mv.id == int(row[0][0]):
+                return mv
+        return None
+
+    @active_model_version.setter
+    def active_model_version(self, version_id: int | None) -> None:
+        with self._tx() as cur:
+            if version_id is None:
+                cur.execute("DELETE FROM meta WHERE key='active_model_version'")
+                return
+            if cur.execute("SELECT 1 FROM model_versions WHERE id=?", (int(version_id),)).fetchone() is None:
+                raise AtrousError(f"no model version with id {version_id}")
+            cur.execute("INSERT OR REPLACE INTO meta VALUES ('active_model_version', ?)", (str(int(version_id)),))
+
+    # ---------------------------------------------------------------- stats
+
+    def stats(self) -> ProjectStats:
+        """Counts by status and pixel counts per class over all stored masks."""
+        recs = self.images()
+        by_status = {s: 0 for s in STATUSES}
+        pixels = np.zeros(256, dtype=np.int64)
+        n_masks = 0
+        for r in recs:
+            by_status[r.status] = by_status.get(r.status, 0) + 1
+            if r.has_mask:
+                m = self.read_mask(r.id)
+                if m is not None:
+                    pixels += np.bincount(m.ravel(), minlength=256)
+                    n_masks += 1
+        return ProjectStats(
+            n_images=len(recs),
+            by_status=by_status,
+            n_masks=n_masks,
+            class_pixels={i: int(v) for i, v in enumerate(pixels) if v},
+            total_pixels=int(pixels.sum()),
+        )
+
+
+def _check_status(status: str) -> None:
+    if status not in STATUSES:
+        raise AtrousError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")

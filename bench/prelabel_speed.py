@@ -1,0 +1,89 @@
+"""Pre-label speed: our Predictor against the loop a user writes from torchvision's docs.
+
+Both run in this process, on the same CamVid images, with the same weights (a
+checkpoint trained briefly on CamVid, see _common.py) and the same input size
+(shorter side 520, torchvision's preset). The naive loop is, per image:
+PIL open -> weights.transforms() -> model(x)["out"].argmax(1), fp32. Ours runs
+over the whole folder with Predictor.predict_files (decoding overlapped), in the
+precision it picks on this machine; agreement is measured against our own fp32
+output at the original size.
+
+    .venv/bin/python bench/prelabel_speed.py [--images N] [--backbones mobilenet_v3_large,resnet50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+from _common import camvid_pairs, trained_checkpoint
+
+
+def naive_loop(state_dict, backbone: str, num_classes: int, paths) -> float:
+    import torch
+    from PIL import Image
+    from torchvision.models import segmentation as tvseg
+
+    builder = {
+        "mobilenet_v3_large": (tvseg.deeplabv3_mobilenet_v3_large, tvseg.DeepLabV3_MobileNet_V3_Large_Weights),
+        "resnet50": (tvseg.deeplabv3_resnet50, tvseg.DeepLabV3_ResNet50_Weights),
+    }[backbone]
+    model = builder[0](weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
+    model.load_state_dict(state_dict)
+    model.eval()
+    preprocess = builder[1].COCO_WITH_VOC_LABELS_V1.transforms()
+    with torch.no_grad():
+        # one warm-up image, not timed
+        model(preprocess(Image.open(paths[0]).convert("RGB")).unsqueeze(0))["out"].argmax(1)
+        start = time.perf_counter()
+        for p in paths:
+            img = Image.open(p).convert("RGB")
+            batch = preprocess(img).unsqueeze(0)
+            model(batch)["out"].argmax(1)
+        return time.perf_counter() - start
+
+
+def ours(loaded, paths, precision: str) -> tuple[float, list[np.ndarray], str]:
+    from model.predictor import Predictor
+
+    pred = Predictor(loaded, device="cpu", precision=precision, batch_size=1)
+    list(pred.predict_files(paths[:1]))  # warm-up
+    start = time.perf_counter()
+    labels = [r.labels for _, r in pred.predict_files(paths)]
+    return time.perf_counter() - start, labels, pred.description
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--images", type=int, default=24, help="how many CamVid images (val first, then train)")
+    ap.add_argument("--backbones", default="mobilenet_v3_large,resnet50")
+    ap.add_argument("--train-minutes", type=float, default=3.0)
+    args = ap.parse_args()
+
+    import torch
+
+    from model.weights import load_checkpoint
+
+    paths = [a for a, _ in camvid_pairs("val") + camvid_pairs("train")][: args.images]
+    lines = []
+    print(f"{len(paths)} CamVid images (480x360), torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"{'backbone':20s} {'naive s/img':>12s} {'ours s/img':>11s} {'speedup':>8s} {'agreement':>10s}  precision")
+    for backbone in args.backbones.split(","):
+        ckpt = trained_checkpoint(backbone, minutes=args.train_minutes)
+        loaded = load_checkpoint(ckpt)
+        t_naive = naive_loop(loaded.network.state_dict(), backbone, loaded.meta.arch.num_classes, paths)
+        t_ours, fast, desc = ours(loaded, paths, "auto")
+        _, ref, _ = ours(loaded, paths, "fp32")
+        agree = float(np.mean([(a == b).mean() for a, b in zip(fast, ref)])) * 100
+        ratio = t_naive / t_ours
+        n = len(paths)
+        print(f"{backbone:20s} {t_naive / n:12.3f} {t_ours / n:11.3f} {ratio:7.2f}x {agree:9.2f}%  {desc}")
+        lines.append(f"prelabel speedup vs naive torchvision loop: {ratio:.2f}x, label agreement {agree:.2f}% ({backbone})")
+    for line in lines:
+        print(line)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,166 @@
+"""The headless commands as a user runs them: new, import, export, info."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import main
+from annotation.masks import read_mask_png
+from annotation.project import Project
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, str]:
+    code = main.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_new_import_export_info_flow(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cam = shared_data / "camvid_small"
+    proj = tmp_path / "cam"
+    code, out, _ = run(capsys, "new", proj, "--images", cam / "val" / "images", "--classes", cam / "CLASSES.txt")
+    assert code == 0 and "18 images" in out and "12 classes" in out
+    code, _, err = run(capsys, "new", proj, "--images", cam / "val" / "images")
+    assert code == 2 and "already exists" in err
+    code, out, _ = run(capsys, "add", proj, cam / "val" / "images")
+    assert code == 0 and "added 0 image(s)" in out and "18 already present" in out
+    code, out, _ = run(capsys, "add", proj, cam / "train" / "images")
+    assert code == 0 and "added 56 image(s)" in out
+
+    code, out, _ = run(capsys, "import", tmp_path / "cam2", "--format", "masks", cam / "val" / "labels",
+                       "--images", cam / "val" / "images", "--classes", cam / "CLASSES.txt", "--void", "11", "--status", "edited")
+    assert code == 0 and "18 new image(s)" in out and "18 mask(s) (edited)" in out
+    with Project.open(tmp_path / "cam2") as p:
+        first = p.images()[0]
+        p.set_status(first.id, "reviewed")
+        mv = p.add_model_version("deeplab-v1", "/ckpt/v1.pt", {"miou": 0.61})
+        p.active_model_version = mv
+
+    code, out, _ = run(capsys, "info", tmp_path / "cam2")
+    assert code == 0
+    assert "edited 17, reviewed 1" in out and "Sky" in out and "%" in out and "255 void" in out
+    assert "deeplab-v1 (active)" in out and "last edits:" in out and "-> reviewed" in out
+
+    code, out, _ = run(capsys, "export", tmp_path / "cam2", "--format", "voc", tmp_path / "voc", "--status", "reviewed", "--devkit")
+    assert code == 0 and "exported 1 image(s)" in out
+    from torchvision.datasets import VOCSegmentation
+
+    ds = VOCSegmentation(str(tmp_path / "voc"), image_set="trainval")
+    with Project.open(tmp_path / "cam2") as p:
+        assert len(ds) == 1 and np.array_equal(np.asarray(ds[0][1]), p.read_mask(first.id))
+
+    code, out, _ = run(capsys, "export", tmp_path / "cam2", "--format", "coco", tmp_path / "coco", "--polygons", "--status", "edited,reviewed")
+    assert code == 0 and "exported 18 image(s)" in out
+    from pycocotools.coco import COCO
+
+    assert len(COCO(str(tmp_path / "coco" / "annotations.json")).imgs) == 18
+    code, _, err = run(capsys, "export", tmp_path / "cam2", "--format", "coco", tmp_path / "coco")
+    assert code == 2 and "not empty" in err
+    code, _, err = run(capsys, "export", tmp_path / "cam2", "--format", "coco", tmp_path / "c3", "--status", "done")
+    assert code == 2 and "unknown status 'done'" in err
+
+
+def test_import_each_format(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lm = shared_data / "labelme_examples"
+    code, out, _ = run(capsys, "import", tmp_path / "a", "--format", "labelme", lm / "semantic_segmentation" / "data_annotated")
+    assert code == 0 and "3 new image(s)" in out and "21 classes" in out
+    code, out, _ = run(capsys, "import", tmp_path / "b", "--format", "voc", lm / "semantic_segmentation" / "data_dataset_voc")
+    assert code == 0 and "3 mask(s) (reviewed)" in out
+    code, out, _ = run(capsys, "import", tmp_path / "c", "--format", "coco", lm / "instance_segmentation" / "data_dataset_coco" / "annotations.json")
+    assert code == 0 and "3 new image(s)" in out
+    # The same labels arrive through all three routes (up to labelme's ignore regions, absent from its COCO file).
+    with Project.open(tmp_path / "a") as a, Project.open(tmp_path / "b") as b:
+        for ra, rb in zip(a.images(), b.images()):
+            assert np.count_nonzero(a.read_mask(ra.id) != b.read_mask(rb.id)) <= 1
+    ref = lm / "instance_segmentation" / "data_dataset_voc" / "SegmentationClass"
+    with Project.open(tmp_path / "c") as c:
+        for r in c.images():
+            want = read_mask_png(ref / f"{Path(r.path).stem}.png")
+            assert np.count_nonzero((c.read_mask(r.id) != want) & (want != 255)) <= 1
+
+    gallery = shared_data / "torchvision_gallery" / "coco_tiny"
+    code, _, err = run(capsys, "import", tmp_path / "g", "--format", "coco", gallery / "instances.json", "--images", gallery / "images")
+    assert code == 2 and "instances.json: missing required field 'categories'" in err
+    assert not (tmp_path / "g").exists()
+    code, _, err = run(capsys, "import", tmp_path / "m", "--format", "masks", lm)
+    assert code == 2 and "--images" in err
+
+
+def test_bad_import_leaves_project_unchanged(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lm = shared_data / "labelme_examples" / "semantic_segmentation"
+    run(capsys, "import", tmp_path / "p", "--format", "labelme", lm / "data_annotated")
+    db = (tmp_path / "p" / "atrous.sqlite")
+    masks_before = {f.name: f.read_bytes() for f in (tmp_path / "p" / "masks").iterdir()}
+    with Project.open(tmp_path / "p") as p:
+        before = p.images()
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "x.json").write_bytes(b"\xff\xfe{not utf8")
+    code, _, err = run(capsys, "import", tmp_path / "p", "--format", "labelme", bad)
+    assert code == 2 and "x.json: not UTF-8" in err
+    with Project.open(tmp_path / "p") as p:
+        assert p.images() == before
+    assert {f.name: f.read_bytes() for f in (tmp_path / "p" / "masks").iterdir()} == masks_before
+    assert db.exists()
+
+
+def test_export_write_failures(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    lm = shared_data / "labelme_examples" / "semantic_segmentation"
+    run(capsys, "import", tmp_path / "p", "--format", "labelme", lm / "data_annotated")
+
+    # A read-only target (tests run as root, where chmod does not stop writes, so refuse like the OS would).
+    def read_only(*a: object, **k: object):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    code, _, err = run(capsys, "export", tmp_path / "p", "--format", "voc", tmp_path / "ro")
+    assert code == 2 and "Cannot write" in err and "Permission denied" in err and str(tmp_path / "ro") in err
+    assert not (tmp_path / "ro").exists()
+    monkeypatch.undo()
+
+    def full(*a: object, **k: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", full)
+    code, _, err = run(capsys, "export", tmp_path / "p", "--format", "coco", tmp_path / "full")
+    assert code == 2 and "No space left on device" in err and str(tmp_path / "full") in err
+    assert not (tmp_path / "full").exists()
+
+
+def test_export_with_missing_image_fails_cleanly(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from PIL import Image
+
+    from ..badfiles import photo
+
+    (tmp_path / "imgs").mkdir()
+    for seed, name in enumerate(("a", "b")):
+        Image.fromarray(photo(8, 10, seed=seed)).save(tmp_path / "imgs" / f"{name}.png")
+    assert run(capsys, "new", tmp_path / "p", "--images", tmp_path / "imgs")[0] == 0
+    with Project.open(tmp_path / "p") as p:
+        for r in p.images():
+            p.save_mask(r.id, np.ones((8, 10), np.uint8), status="reviewed")
+    (tmp_path / "imgs" / "b.png").unlink()
+    code, _, err = run(capsys, "export", tmp_path / "p", "--format", "voc", tmp_path / "out")
+    assert code == 2 and "b.png" in err and "not found" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_module_is_light_and_layered() -> None:
+    code = (
+        "import sys, annotation.cli, annotation.project, annotation.formats; "
+        "bad = [m for m in ('pycocotools', 'torch', 'PySide6') if m in sys.modules]; "
+        "print(bad); sys.exit(1 if bad else 0)"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
