@@ -1,0 +1,76 @@
+"""Finding or making the project the app opens: the sample project, a folder, an existing project."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from annotation.errors import AtrousError, AtrousReadError
+from annotation.masks import read_mask_png
+from annotation.project import DB_NAME, LabelClass, Project, scan_images
+
+from .settings import SAMPLES, data_dir
+
+SAMPLE_PROJECT_NAME = "Sample project"
+
+#: Classes a project made from a plain image folder starts with.
+DEFAULT_CLASSES = [
+    LabelClass(0, "background", (0, 0, 0), True),
+    LabelClass(1, "foreground", (230, 60, 60)),
+]
+
+
+def is_project(path: str | Path) -> bool:
+    return (Path(path) / DB_NAME).is_file()
+
+
+def sample_classes() -> list[LabelClass]:
+    raw = json.loads((SAMPLES / "classes.json").read_text())
+    return [LabelClass(int(c["index"]), c["name"], tuple(c["colour"]), bool(c["is_background"])) for c in raw]
+
+
+def ensure_sample_project(root: Path | None = None) -> Path:
+    """The default project of bundled sample images with starter masks (made on first start).
+
+    The images are copied into the project folder so the project does not
+    depend on where the app is installed. A half-made project (no database)
+    is simply made again.
+    """
+    root = Path(root) if root is not None else data_dir() / SAMPLE_PROJECT_NAME
+    if is_project(root):
+        return root
+    images = root / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    for src in sorted((SAMPLES / "images").iterdir()):
+        if src.is_file() and not (images / src.name).exists():
+            shutil.copy2(src, images / src.name)
+    with Project.create(root, sample_classes()) as proj:
+        proj.add_images(images)
+        for rec in proj.images():
+            mask_file = SAMPLES / "masks" / f"{Path(rec.path).stem}.png"
+            if mask_file.is_file():
+                proj.save_mask(rec.id, read_mask_png(mask_file), status="prelabeled", source="starter-mask (colour rules, not a model)")
+    return root
+
+
+def open_or_create(path: str | Path, confirm: Callable[[str], bool]) -> Project | None:
+    """Open the project at ``path``; a plain image folder becomes a project if ``confirm`` agrees.
+
+    Returns ``None`` when the person declined. Raises AtrousError for anything else.
+    """
+    p = Path(path)
+    if is_project(p):
+        return Project.open(p)
+    if not p.is_dir():
+        raise AtrousReadError(f"{p}: no such project or image folder")
+    n = len(scan_images(p))
+    if n == 0:
+        raise AtrousError(f"{p} holds no images and is not an Atrous project")
+    if not confirm(f"{p} is not an Atrous project yet.\n\nCreate a project there with its {n} image(s)? "
+                   "The images are referenced in place, not copied or changed."):
+        return None
+    proj = Project.create(p, DEFAULT_CLASSES)
+    proj.add_images(p)
+    return proj
