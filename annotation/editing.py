@@ -352,15 +352,19 @@ def capsule_region(
         length = math.sqrt(length2)
         ry = ys - y0
         if dy != 0:  # |(x - x0) dy - ry dx| <= r L
-            a = x0 + (ry * dx - r * length) / dy
-            b = x0 + (ry * dx + r * length) / dy
+            # A nearly horizontal segment (tiny dy) overflows to +-inf, which is
+            # the right bound: the band then spans the whole row.
+            with np.errstate(over="ignore"):
+                a = x0 + (ry * dx - r * length) / dy
+                b = x0 + (ry * dx + r * length) / dy
             plo, phi = np.minimum(a, b), np.maximum(a, b)
         else:  # horizontal: the band is every x, for rows within r of the line
             near = np.abs(ry) <= r
             plo, phi = np.where(near, -np.inf, np.inf), np.where(near, np.inf, -np.inf)
         if dx != 0:  # 0 <= (x - x0) dx + ry dy <= L^2
-            a = x0 - ry * dy / dx
-            b = x0 + (length2 - ry * dy) / dx
+            with np.errstate(over="ignore"):  # tiny dx: +-inf bounds, as above
+                a = x0 - ry * dy / dx
+                b = x0 + (length2 - ry * dy) / dx
             tlo, thi = np.minimum(a, b), np.maximum(a, b)
         else:  # vertical: every x, for rows between the end points
             along = (ry * dy >= 0) & (ry * dy <= length2)
