@@ -62,7 +62,8 @@ CREATE TABLE IF NOT EXISTS images (
     changed_pixels INTEGER NOT NULL DEFAULT 0,
     edit_seconds REAL NOT NULL DEFAULT 0,
     created REAL NOT NULL,
-    modified REAL NOT NULL
+    modified REAL NOT NULL,
+    mean_confidence REAL
 );
 CREATE INDEX IF NOT EXISTS images_sha ON images(sha256);
 CREATE TABLE IF NOT EXISTS classes (
@@ -118,6 +119,7 @@ class ImageRecord:
     edit_seconds: float
     created: float
     modified: float
+    mean_confidence: float | None = None  # of the last pre-label, in [0, 1]; low = the model was unsure
 
     @property
     def name(self) -> str:
@@ -276,7 +278,20 @@ class Project:
         if row is None or int(row[0]) > SCHEMA_VERSION:
             proj.close()
             raise AtrousReadError(f"{db}: unknown schema version {row[0] if row else None}")
+        proj._migrate()
         return proj
+
+    def _migrate(self) -> None:
+        """Add columns that newer code expects to databases made before them (nullable, so no data changes)."""
+        with self._lock:
+            cols = {r[1] for r in self._conn.execute("PRAGMA table_info(images)").fetchall()}
+            if "mean_confidence" not in cols:
+                try:
+                    self._conn.execute("ALTER TABLE images ADD COLUMN mean_confidence REAL")
+                except sqlite3.Error as e:
+                    # A read-only project still opens; the column just is not there to write.
+                    if "readonly" not in str(e).lower():
+                        raise AtrousReadError(f"{self.root / DB_NAME}: cannot upgrade the database ({e})") from e
 
     @staticmethod
     def _connect(db: Path) -> sqlite3.Connection:
@@ -458,7 +473,7 @@ class Project:
 
     _IMG_COLS = (
         "id, path, width, height, sha256, orientation, status, has_mask, prelabel_model_version, "
-        "changed_pixels, edit_seconds, created, modified"
+        "changed_pixels, edit_seconds, created, modified, mean_confidence"
     )
 
     @staticmethod
@@ -468,6 +483,7 @@ class Project:
             orientation=int(row[5]), status=row[6], has_mask=bool(row[7]),
             prelabel_model_version=None if row[8] is None else int(row[8]),
             changed_pixels=int(row[9]), edit_seconds=float(row[10]), created=float(row[11]), modified=float(row[12]),
+            mean_confidence=None if len(row) < 14 or row[13] is None else float(row[13]),
         )
 
     def images(self, status: str | Iterable[str] | None = None) -> list[ImageRecord]:
@@ -572,6 +588,14 @@ class Project:
             "INSERT INTO edits (image_id, time, status, model_version, changed_pixels, edit_seconds, source) VALUES (?,?,?,?,?,?,?)",
             (image_id, now, status, model_version, changed_pixels, edit_seconds, source),
         )
+
+    def set_mean_confidence(self, image_id: int, value: float | None) -> None:
+        """Store the mean confidence (0..1) of an image's pre-label, for an active-learning queue."""
+        rec = self.image(image_id)
+        if value is not None and not 0.0 <= float(value) <= 1.0:
+            raise AtrousError(f"mean confidence must be in [0, 1], got {value}")
+        with self._tx() as cur:
+            cur.execute("UPDATE images SET mean_confidence=? WHERE id=?", (None if value is None else float(value), rec.id))
 
     def set_status(self, image_id: int, status: str) -> None:
         """Change an image's status (e.g. mark it reviewed)."""

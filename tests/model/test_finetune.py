@@ -1,0 +1,200 @@
+"""finetune(): a run saves a version; bad input fails with a clear error and leaves the active model alone."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from annotation.errors import AtrousError
+from annotation.masks import write_mask_png
+from annotation.project import LabelClass, Project
+from model import finetune as ft
+from model.data import prelabel_path
+from model.finetune import FinetuneConfig, FinetuneError, finetune
+from model.weights import WeightsError, load_checkpoint, save_checkpoint
+
+from .ddp_common import FAST, make_tiny_project, one_thread  # noqa: F401  (fixture)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+from .helpers import tiny_model
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """One finished run shared by several tests (the slow part)."""
+    root = tmp_path_factory.mktemp("ft")
+    path, masks = make_tiny_project(root, n=6, statuses=("reviewed", "edited", "reviewed"))
+    events: list[dict] = []
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        result = finetune(path, epochs=3, on_progress=events.append, **FAST)
+    finally:
+        torch.set_num_threads(before)
+    return path, result, events
+
+
+def test_a_run_saves_an_active_version_with_history(trained) -> None:
+    path, result, events = trained
+    assert result.checkpoint_path is not None and result.checkpoint_path.parent == path / "models"
+    assert not result.stopped and result.activated and result.iterations > 0
+    assert [h["epoch"] for h in result.history] == [1, 2, 3]
+    assert all(h["val_miou"] is not None and h["train_loss"] > 0 for h in result.history)
+    assert result.best_miou == max(h["val_miou"] for h in result.history)
+    assert set(result.per_class_iou) == {"k0", "k1", "k2"}
+    phases = [e["phase"] for e in events]
+    assert phases[0] == "load" and phases[-1] == "done" and "train" in phases and "eval" in phases
+    train = next(e for e in events if e["phase"] == "train")
+    assert {"epoch", "iteration", "iterations", "loss", "lr", "fraction", "elapsed", "it_per_s"} <= set(train)
+    with Project.open(path) as p:
+        active = p.active_model_version
+        assert active is not None and active.id == result.version_id
+        assert active.metrics["best_val_miou"] == result.best_miou
+        assert active.metrics["config"]["epochs"] == 3 and len(active.metrics["history"]) == 3
+        assert set(active.metrics["val_images"]).isdisjoint(active.metrics["train_images"])
+    loaded = load_checkpoint(result.checkpoint_path)
+    assert loaded.meta.class_names == ["k0", "k1", "k2"] and loaded.meta.input_size == 40
+    assert loaded.meta.history[0]["epochs"][0]["epoch"] == 1
+    side = json.loads(result.checkpoint_path.with_suffix(".json").read_text())
+    assert side["iterations"] == result.iterations
+
+
+def test_continue_from_a_version_with_other_classes_rebuilds_the_heads(trained, tmp_path) -> None:
+    src, result, _ = trained
+    path, _ = make_tiny_project(tmp_path, n=4, classes=2)
+    base = load_checkpoint(result.checkpoint_path)
+    r2 = finetune(path, epochs=1, **{**FAST, "base": str(result.checkpoint_path)})
+    new = load_checkpoint(r2.checkpoint_path)
+    assert new.meta.arch.num_classes == 2 and new.meta.class_names == ["k0", "k1"]
+    # backbone weights came from the base (then trained one epoch: close, not random)
+    k = "backbone.0.0.weight"
+    assert torch.allclose(new.network.state_dict()[k], base.network.state_dict()[k], atol=0.05)
+    with Project.open(path) as p:
+        assert "heads rebuilt" in p.active_model_version.metrics["heads"]
+
+
+def test_cancel_keeps_best_so_far_without_activating(tmp_path) -> None:
+    path, _ = make_tiny_project(tmp_path, n=6)
+    epochs_seen: list[int] = []
+
+    def on_progress(d: dict) -> None:
+        if d["phase"] == "epoch":
+            epochs_seen.append(d["epoch"])
+
+    r = finetune(path, epochs=50, on_progress=on_progress, should_stop=lambda: len(epochs_seen) >= 2, **FAST)
+    assert len(r.history) == 2 and r.iterations > 0
+    assert r.stopped and not r.activated and r.checkpoint_path is not None and r.checkpoint_path.exists()
+    with Project.open(path) as p:
+        assert p.active_model_version is None
+        assert [mv.id for mv in p.model_versions()] == [r.version_id]
+
+
+@pytest.mark.parametrize("when", ["loading", "first step"])
+def test_cancel_before_a_validation_saves_nothing(tmp_path, when) -> None:
+    path, _ = make_tiny_project(tmp_path, n=4)
+    phases: list[str] = []
+    stop = (lambda: True) if when == "loading" else (lambda: "warmup" in phases)
+    r = finetune(path, epochs=5, should_stop=stop, on_progress=lambda d: phases.append(d["phase"]), **FAST)
+    assert r.stopped and r.iterations == 0 and r.checkpoint_path is None
+    assert ("warmup" in phases) == (when == "first step") and phases[-1] == "done"
+    with Project.open(path) as p:
+        assert p.model_versions() == [] and p.active_model_version is None
+
+
+def test_no_edited_images(tmp_path) -> None:
+    path, _ = make_tiny_project(tmp_path, n=3, statuses=("new", "prelabeled"))
+    with pytest.raises(FinetuneError, match="no images with status edited or reviewed"):
+        finetune(path, epochs=1, **FAST)
+
+
+def test_single_class(tmp_path) -> None:
+    path, _ = make_tiny_project(tmp_path, n=3)
+    with Project.open(path) as p:
+        p.set_classes([LabelClass(0, "only", (1, 2, 3))])
+    with pytest.raises(FinetuneError, match="single class"):
+        finetune(path, epochs=1, **FAST)
+
+
+def test_images_of_different_sizes_and_void(tmp_path) -> None:
+    path, _ = make_tiny_project(tmp_path, n=4, sizes=((40, 56), (64, 48), (30, 90)), void_rows=3)
+    r = finetune(path, epochs=1, val_fraction=0.0, **FAST)
+    assert r.checkpoint_path is not None and r.best_miou is None  # no val split: last weights kept
+    assert r.activated
+
+
+def test_corrupt_checkpoint_as_base(tmp_path) -> None:
+    path, _ = make_tiny_project(tmp_path, n=3)
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(WeightsError, match="bad.pt"):
+        finetune(path, epochs=1, **{**FAST, "base": str(bad)})
+    with pytest.raises(FinetuneError, match="no model version v9"):
+        finetune(path, epochs=1, **{**FAST, "base": "v9"})
+    with Project.open(path) as p:
+        assert p.model_versions() == []
+
+
+def test_out_of_memory_is_a_clear_error_and_changes_nothing(tmp_path, monkeypatch) -> None:
+    path, _ = make_tiny_project(tmp_path, n=4)
+    with Project.open(path) as p:
+        ckpt = tmp_path / "prev.pt"
+        loaded = tiny_model(3)
+        loaded.meta.class_names = ["k0", "k1", "k2"]
+        save_checkpoint(ckpt, loaded.network, loaded.meta)
+        p.active_model_version = p.add_model_version("prev", str(ckpt))
+    real = ft.seg_loss
+    calls = {"n": 0}
+
+    def exploding(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > 2:  # after the warm-up step
+            raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to allocate 99 bytes")
+        return real(*a, **k)
+
+    monkeypatch.setattr(ft, "seg_loss", exploding)
+    with pytest.raises(FinetuneError, match="out of memory .* smaller --batch-size"):
+        finetune(path, epochs=2, **FAST)
+    with Project.open(path) as p:
+        assert p.active_model_version.name == "prev" and len(p.model_versions()) == 1
+
+
+def test_bad_settings_are_typed_errors(tmp_path) -> None:
+    path, _ = make_tiny_project(tmp_path, n=2)
+    for bad in ({"epochs": 1, "minutes": 1.0}, {"epochs": 0}, {"batch_size": 0}, {"optimizer": "rmsprop"}, {"correction_weight": 0.5}):
+        with pytest.raises(AtrousError):
+            finetune(FinetuneConfig(project=str(path), **{**FAST, **bad}))
+
+
+def test_correction_weights_use_the_kept_prelabels(tmp_path, monkeypatch) -> None:
+    path, masks = make_tiny_project(tmp_path, n=4, statuses=("edited",))
+    with Project.open(path) as p:
+        for rec, m in zip(p.images(), masks):
+            write_mask_png(prelabel_path(p, rec.id), np.zeros_like(m), p.palette())  # the "model" said class 0
+    seen: list[float] = []
+    real = ft.seg_loss
+
+    def spy(logits, target, weights):
+        if weights is not None:
+            seen.append(float(weights.max()))
+        return real(logits, target, weights)
+
+    monkeypatch.setattr(ft, "seg_loss", spy)
+    r = finetune(path, epochs=1, correction_weight=3.0, **FAST)
+    assert r.checkpoint_path is not None
+    assert seen and max(seen) == pytest.approx(3.0)
+
+
+def test_minutes_budget_stops_on_time(tmp_path) -> None:
+    path, _ = make_tiny_project(tmp_path, n=4)
+    fake = {"t": 0.0}
+
+    def clock() -> float:
+        fake["t"] += 1.0  # every clock read is one "second"
+        return fake["t"]
+
+    r = finetune(path, minutes=0.5, clock=clock, **FAST)
+    assert 0 < r.iterations < 30 and r.checkpoint_path is not None
+    assert all(h["elapsed"] <= 40 for h in r.history)
