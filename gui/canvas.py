@@ -119,6 +119,12 @@ class Canvas(QWidget):
         self._space_used = False
         self._mouse: QPointF | None = None
         self.polygon_points: list[tuple[float, float]] = []
+        # low-confidence overlay: pixels of the last pre-label the model was unsure of
+        self._confidence: np.ndarray | None = None
+        self._conf_buf: np.ndarray | None = None
+        self._conf_image: QImage | None = None
+        self.confidence_visible = False
+        self.confidence_threshold = 128  # 0..255: pixels below are marked
         tools.changed.connect(self._tools_changed)
 
     # ------------------------------------------------------------------ content
@@ -153,6 +159,8 @@ class Canvas(QWidget):
         self._transparent = int(transparent)
         self._apply_colour_table()
         self._rebuild_overlay(None)
+        self._confidence = None
+        self._rebuild_confidence()
         self.polygon_points = []
         if not keep_view or self._fit_pending:
             self.fit()
@@ -187,6 +195,57 @@ class Canvas(QWidget):
             self.outline = bool(on)
             self._rebuild_overlay(None)
             self.update()
+
+    # ---- confidence
+
+    def set_confidence(self, confidence: np.ndarray | None) -> None:
+        """The confidence map (uint8, 255 = certain) of the shown image's pre-label, or None."""
+        if confidence is not None and (self.model is None or confidence.shape != self.model.shape):
+            confidence = None  # a map for another size (the mask was replaced): not shown
+        self._confidence = None if confidence is None else np.asarray(confidence, np.uint8)
+        self._rebuild_confidence()
+        self.update()
+
+    def set_confidence_visible(self, on: bool) -> None:
+        self.confidence_visible = bool(on)
+        self.update()
+
+    def set_confidence_threshold(self, threshold: int) -> None:
+        """Mark pixels whose confidence is below ``threshold`` (0..255)."""
+        self.confidence_threshold = int(min(max(threshold, 0), 255))
+        self._rebuild_confidence()
+        self.update()
+
+    @property
+    def has_confidence(self) -> bool:
+        return self._confidence is not None
+
+    @property
+    def confidence_buffer(self) -> np.ndarray | None:
+        """The low-confidence marks (0 = none, 1/2 = hatch stripes), without row padding; for tests."""
+        if self._conf_buf is None or self._confidence is None:
+            return None
+        return self._conf_buf[:, : self._confidence.shape[1]]
+
+    def _rebuild_confidence(self) -> None:
+        conf = self._confidence
+        if conf is None:
+            self._conf_buf, self._conf_image = None, None
+            return
+        h, w = conf.shape
+        buf = np.zeros((h, _pad4(w)), np.uint8)
+        low = conf < self.confidence_threshold
+        # Diagonal hatching in image pixels: two alternating tints, so the marks
+        # read as "unsure" and never as another class colour.
+        yy, xx = np.ogrid[:h, :w]
+        stripe = np.where((xx + yy) % 6 < 2, 1, 2).astype(np.uint8)
+        buf[:, :w] = np.where(low, stripe, 0)
+        img = QImage(buf.data, w, h, buf.shape[1], QImage.Format.Format_Indexed8)
+        table = [qRgba(0, 0, 0, 0)] * 256
+        table[1] = qRgba(255, 0, 200, 165)  # the stripes
+        table[2] = qRgba(255, 0, 200, 35)  # a faint tint between them keeps the area readable as one
+        img.setColorTable(table)
+        self._conf_buf, self._conf_image = buf, img
 
     @property
     def overlay_buffer(self) -> np.ndarray | None:
@@ -317,6 +376,9 @@ class Canvas(QWidget):
                     p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
                     p.drawImage(dst, self._overlay, src)
                     p.setOpacity(1.0)
+                if self.confidence_visible and self._conf_image is not None:
+                    p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, False)
+                    p.drawImage(dst, self._conf_image, src)
         self._paint_tool(p)
         p.end()
 
@@ -375,6 +437,10 @@ class Canvas(QWidget):
         x, y = self.widget_to_image(pos)
         tool = self.tools.tool
         assert self.model is not None
+        if event.modifiers() & Qt.KeyboardModifier.ControlModifier and tool in (Tool.BRUSH, Tool.FILL):
+            # Click-to-accept: the whole connected pre-label region becomes the current class.
+            self.model.accept_region(x, y, self.tools.class_value, only_over=self.tools.only_over())
+            return
         if tool in (Tool.BRUSH, Tool.ERASER):
             self.model.begin_stroke()
             self._stroking = True

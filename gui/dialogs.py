@@ -37,3 +37,19 @@ def save_failed(parent: QWidget | None, text: str) -> str:
     if clicked is discard:
         return "discard"
     return "cancel"
+
+
+def open_file(parent: QWidget | None, title: str, filters: str) -> str | None:
+    """Ask for an existing file; None when cancelled."""
+    from PySide6.QtWidgets import QFileDialog
+
+    path, _ = QFileDialog.getOpenFileName(parent, title, "", filters)
+    return path or None
+
+
+def show_list(parent: QWidget | None, title: str, text: str, lines: list[str]) -> None:
+    """Show a message with a list of lines (e.g. the images a batch could not pre-label)."""
+    box = QMessageBox(QMessageBox.Icon.Information, title, text, QMessageBox.StandardButton.Ok, parent)
+    if lines:
+        box.setDetailedText("\n".join(lines))
+    box.exec()

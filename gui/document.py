@@ -127,6 +127,29 @@ class MaskDocumentModel(QObject):
     def polygon(self, vertices: Sequence[Sequence[float]], value: int, *, only_over: Lock = None) -> Box | None:
         return self._edited(self.doc.polygon(vertices, value, only_over=only_over), step=True)
 
+    def accept_region(self, x: float, y: float, value: int, *, only_over: Lock = None) -> Box | None:
+        """Click-to-accept: the connected pre-label region under (x, y) becomes ``value`` (one step)."""
+        return self._edited(self.doc.accept_region(x, y, value, only_over=only_over), step=True)
+
+    def replace_all(self, labels: np.ndarray) -> Box | None:
+        """Make the whole mask ``labels`` as one undo step (a pre-label over an open image).
+
+        Goes through the document's paint path, one class at a time inside a
+        single stroke, so Ctrl+Z gives the previous mask back.
+        """
+        labels = np.asarray(labels, dtype=np.uint8)
+        if labels.shape != self.shape:
+            raise ValueError(f"labels {labels.shape} do not fit the mask {self.shape}")
+        full = Box.full(self.shape)
+        box: Box | None = None
+        self.doc.begin_stroke()
+        try:
+            for value in np.unique(labels):
+                self.doc.paint(full, labels == value, int(value))
+        finally:
+            box = self.doc.end_stroke()
+        return self._edited(box, step=True)
+
     def undo(self) -> Box | None:
         return self._edited(self.doc.undo(), step=True)
 

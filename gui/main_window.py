@@ -18,6 +18,7 @@ import numpy as np
 from PySide6.QtCore import QByteArray, QSize, Qt, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QColor, QIcon, QKeySequence, QPainter, QPixmap
 from PySide6.QtWidgets import (
+    QAbstractItemView,
     QCheckBox,
     QColorDialog,
     QComboBox,
@@ -46,6 +47,9 @@ from annotation.project import STATUSES, ImageRecord, LabelClass, Project
 from . import dialogs
 from .canvas import Canvas
 from .document import MaskDocumentModel
+from .model_panel import ModelPanel
+from .model_worker import PERSON_STATUSES, ModelChoice, PrelabelItem, PrelabelJob, PrelabelResult, PrelabelSummary, read_confidence
+from .prelabel import PrelabelController
 from .projects import open_or_create
 from .settings import recent_projects, remember_project, settings
 from .tools import LOCK_NONE, LOCK_UNLABELLED, Tool, ToolSettings
@@ -55,6 +59,10 @@ from .workers import ImageCache, LoadRequest
 AUTOSAVE_MS = 2000
 #: Keep visited images' documents (mask + baseline + undo) up to this much memory.
 DOC_CACHE_BYTES = 512 * 1024 * 1024
+#: Keep this session's confidence maps in memory up to this much.
+CONFIDENCE_CACHE_BYTES = 256 * 1024 * 1024
+SORT_NAME = "name"
+SORT_UNCERTAIN = "uncertain"
 
 STATUS_LABELS = {"new": "new", "prelabeled": "pre-labelled", "edited": "edited", "reviewed": "reviewed"}
 STATUS_COLOURS = {
@@ -110,10 +118,19 @@ class MainWindow(QMainWindow):
         self._records: dict[int, ImageRecord] = {}
         self._classes: list[LabelClass] = []
         self._cursor = (-1, -1)
+        self.prelabel = PrelabelController(self)
+        #: this session's confidence maps (image id -> uint8 map), newest last
+        self.confidence: OrderedDict[int, np.ndarray] = OrderedDict()
+        #: mean confidence of pre-labels made in this session (also stored in the project)
+        self.mean_confidence: dict[int, float] = {}
+        self._pending_results: list[PrelabelResult] = []
+        self._batch_label = ""
+        self._model_classes: list[str] | None = None
 
         self._build_actions()
         self._build_image_dock()
         self._build_class_dock()
+        self._build_model_dock()
         self._build_status_bar()
         self._restore_settings()
 
@@ -184,6 +201,21 @@ class MainWindow(QMainWindow):
         self.act_review = self._action("Mark reviewed and go on", self.mark_reviewed, "R")
         m_go.addActions([self.act_prev, self.act_next, self.act_review])
 
+        m_model = self.menuBar().addMenu("&Model")
+        self.act_prelabel = self._action("Pre-label this image", lambda: self.prelabel_images("current"), "Ctrl+L")
+        self.act_prelabel_sel = self._action("Pre-label selected images", lambda: self.prelabel_images("selected"), "Ctrl+Shift+L")
+        self.act_prelabel_new = self._action("Pre-label all new images", lambda: self.prelabel_images("new"))
+        self.act_prelabel_cancel = self._action("Cancel pre-labelling", self.prelabel.cancel)
+        self.act_prelabel_cancel.setEnabled(False)
+        self.act_confidence = self._action("Show low-confidence pixels", self._toggle_confidence, "C", checkable=True)
+        self.act_finetune = self._action("Fine-tune on corrections…", self.open_finetune)
+        m_model.addActions([self.act_prelabel, self.act_prelabel_sel, self.act_prelabel_new, self.act_prelabel_cancel])
+        m_model.addSeparator()
+        m_model.addAction(self.act_confidence)
+        m_model.addSeparator()
+        m_model.addAction(self.act_finetune)
+        self.act_prelabel.setToolTip("Pre-label this image with the model chosen in the Model panel (Ctrl+L)")
+
         tb = self.addToolBar("Tools")
         tb.setObjectName("tools_toolbar")
         for act in self.tool_actions.values():
@@ -208,6 +240,9 @@ class MainWindow(QMainWindow):
         tb.addActions([self.act_undo, self.act_redo])
         tb.addSeparator()
         tb.addActions([self.act_prev, self.act_next, self.act_review])
+        tb.addSeparator()
+        self.act_prelabel.setIconText("Pre-label")
+        tb.addActions([self.act_prelabel, self.act_confidence])
 
     def _build_image_dock(self) -> None:
         dock = QDockWidget("Images", self)
@@ -224,13 +259,21 @@ class MainWindow(QMainWindow):
         for s in STATUSES:
             self.status_filter.addItem(_dot_icon(STATUS_COLOURS[s]), STATUS_LABELS[s], s)
         self.status_filter.currentIndexChanged.connect(self._apply_filter)
+        self.sort_combo = QComboBox()
+        self.sort_combo.addItem("Sort by name", SORT_NAME)
+        self.sort_combo.addItem("Least confident first", SORT_UNCERTAIN)
+        self.sort_combo.setToolTip("Least confident first: the images whose pre-label the model was least sure of "
+                                   "(an active-learning queue); images without a pre-label go last")
+        self.sort_combo.currentIndexChanged.connect(lambda _=0: self._fill_image_list())
         self.image_list = QListWidget()
+        self.image_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         # Keys belong to the canvas (D/A, Space); the list is driven by mouse and shortcuts.
         self.image_list.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.image_list.currentItemChanged.connect(self._list_current_changed)
         self.progress_label = QLabel()
         lay.addWidget(self.search_edit)
         lay.addWidget(self.status_filter)
+        lay.addWidget(self.sort_combo)
         lay.addWidget(self.image_list, 1)
         lay.addWidget(self.progress_label)
         dock.setWidget(w)
@@ -248,6 +291,7 @@ class MainWindow(QMainWindow):
         self.class_tree.setRootIsDecorated(False)
         self.class_tree.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.class_tree.setIconSize(QSize(14, 14))
+        self.class_tree.setMinimumHeight(130)
         self.class_tree.currentItemChanged.connect(self._class_item_changed)
         lay.addWidget(self.class_tree, 1)
         row = QHBoxLayout()
@@ -266,6 +310,32 @@ class MainWindow(QMainWindow):
         dock.setWidget(w)
         dock.setMinimumWidth(230)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+
+    def _build_model_dock(self) -> None:
+        dock = QDockWidget("Model", self)
+        dock.setObjectName("model_dock")
+        self.model_panel = ModelPanel()
+        dock.setWidget(self.model_panel)
+        self.model_dock = dock
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        self.resizeDocks([self.findChild(QDockWidget, "classes_dock"), dock], [330, 450], Qt.Orientation.Vertical)
+        mp = self.model_panel
+        mp.prelabelRequested.connect(self.prelabel_images)
+        mp.cancelRequested.connect(self.prelabel.cancel)
+        mp.checkRequested.connect(self.check_model)
+        mp.browseRequested.connect(self.browse_checkpoint)
+        mp.finetuneRequested.connect(self.open_finetune)
+        mp.confidenceToggled.connect(self._confidence_check_toggled)
+        mp.thresholdChanged.connect(self.canvas.set_confidence_threshold)
+        self.canvas.set_confidence_threshold(mp.threshold())
+        pc = self.prelabel
+        pc.runningChanged.connect(self._prelabel_running)
+        pc.progress.connect(mp.set_progress)
+        pc.modelLoaded.connect(self._model_loaded)
+        pc.loadFailed.connect(self._model_failed)
+        pc.result.connect(self._on_prelabel_result)
+        pc.imageFailed.connect(lambda _id, msg: mp.add_problem(f"✗ {msg}"))
+        pc.finished.connect(self._prelabel_finished)
 
     def _build_status_bar(self) -> None:
         sb = self.statusBar()
@@ -300,6 +370,9 @@ class MainWindow(QMainWindow):
         self.canvas.set_opacity(opacity / 100)
         self.act_outline.setChecked(outline)
         self.canvas.set_outline(outline)
+        device = str(s.value("model/device", "auto"))
+        i = self.model_panel.device_combo.findData(device)
+        self.model_panel.device_combo.setCurrentIndex(max(i, 0))
         self._tools_changed()
 
     def save_settings(self) -> None:
@@ -311,6 +384,10 @@ class MainWindow(QMainWindow):
         s.setValue("tools/erase_to_void", "true" if self.tools.erase_to_void else "false")
         s.setValue("view/opacity", self.opacity_slider.value())
         s.setValue("view/outline", "true" if self.canvas.outline else "false")
+        s.setValue("model/device", self.model_panel.device_combo.currentData())
+        choice = self.model_panel.choice()
+        if choice is not None:
+            s.setValue("model/spec", choice.spec)
         s.sync()
 
     def _tools_changed(self) -> None:
@@ -337,11 +414,16 @@ class MainWindow(QMainWindow):
         if self.project is not None:
             if not self.save_current():
                 raise AtrousError("the current mask could not be saved; not switching projects")
+            self.prelabel.shutdown()
             self.cache.clear()
             self.docs.clear()
             self.project.close()
         self.project = project
         self.current_id = None
+        self.prelabel.claims = type(self.prelabel.claims)()
+        self.confidence.clear()
+        self.mean_confidence.clear()
+        self._fill_models()
         remember_project(project.root)
         self.setWindowTitle(f"Atrous — {project.root.name}")
         self._load_classes()
@@ -504,8 +586,14 @@ class MainWindow(QMainWindow):
     # ---- image list
 
     def _fill_image_list(self) -> None:
-        assert self.project is not None
-        self._records = {r.id: r for r in self.project.images()}
+        """(Re)build the image list in the chosen order, keeping the current image selected."""
+        if self.project is None:
+            return
+        recs = self.project.images()
+        if self.sort_combo.currentData() == SORT_UNCERTAIN:
+            # Active-learning queue: least confident pre-labels first; never pre-labelled last.
+            recs.sort(key=lambda r: (self._mean_conf(r) is None, self._mean_conf(r) or 0.0, r.name))
+        self._records = {r.id: r for r in recs}
         self.image_list.blockSignals(True)
         self.image_list.clear()
         for rec in self._records.values():
@@ -513,13 +601,24 @@ class MainWindow(QMainWindow):
             item.setData(ROLE_ID, rec.id)
             self._style_item(item, rec)
             self.image_list.addItem(item)
+            if rec.id == self.current_id:
+                self.image_list.setCurrentItem(item)
         self.image_list.blockSignals(False)
         self._apply_filter()
 
+    def _mean_conf(self, rec: ImageRecord) -> float | None:
+        v = self.mean_confidence.get(rec.id)
+        return rec.mean_confidence if v is None else v
+
     def _style_item(self, item: QListWidgetItem, rec: ImageRecord) -> None:
         item.setIcon(_dot_icon(STATUS_COLOURS.get(rec.status, QColor(128, 128, 128))))
-        item.setToolTip(f"{rec.path}\n{rec.width}x{rec.height}, {STATUS_LABELS.get(rec.status, rec.status)}")
-        item.setText(f"{rec.name}  ·  {STATUS_LABELS.get(rec.status, rec.status)}")
+        conf = self._mean_conf(rec)
+        conf_text = "" if conf is None or rec.status not in ("prelabeled",) else f"  ·  {100 * conf:.0f} %"
+        tip = f"{rec.path}\n{rec.width}x{rec.height}, {STATUS_LABELS.get(rec.status, rec.status)}"
+        if conf is not None:
+            tip += f"\nmean confidence of the last pre-label: {100 * conf:.1f} %"
+        item.setToolTip(tip)
+        item.setText(f"{rec.name}  ·  {STATUS_LABELS.get(rec.status, rec.status)}{conf_text}")
 
     def _item_for(self, image_id: int) -> QListWidgetItem | None:
         for i in range(self.image_list.count()):
@@ -619,6 +718,17 @@ class MainWindow(QMainWindow):
                 dialogs.show_error(self, "Mask does not fit", f"The stored mask is {mask.shape[1]}x{mask.shape[0]}, "
                                    f"the image {w}x{h}; starting from an empty mask.")
                 mask = np.full((h, w), self._background(), np.uint8)
+            # Claim first: from now on a running batch hands this image's pre-label to us
+            # instead of writing it; and re-read the mask, which it may have just written.
+            self.prelabel.claims.claim(image_id)
+            if self.prelabel.running:
+                try:
+                    fresh = self.project.read_mask(image_id)
+                except AtrousError:
+                    fresh = None
+                if fresh is not None and fresh.shape == (h, w):
+                    mask = fresh
+                self._records[image_id] = self.project.image(image_id)
             model = MaskDocumentModel(image_id, mask, parent=self)
             model.dirtyChanged.connect(self._on_dirty)
             model.stepFinished.connect(self._on_step)
@@ -627,6 +737,8 @@ class MainWindow(QMainWindow):
         self.docs.move_to_end(image_id)
         self.current_id = image_id
         self.canvas.set_content(decoded.rgb, model, self.palette(), self._background())
+        self.canvas.set_confidence(self.confidence_map(image_id))
+        self._update_confidence_info()
         self._evict_docs()
         item = self._item_for(image_id)
         if item is not None:
@@ -652,6 +764,7 @@ class MainWindow(QMainWindow):
                 continue
             total -= m.nbytes()
             del self.docs[image_id]
+            self.prelabel.claims.release(image_id)
             self.cache.drop(image_id)
             m.deleteLater()
 
@@ -776,6 +889,255 @@ class MainWindow(QMainWindow):
             f"{self.tools.tool.value} · {self._class_name(self.tools.paint_value())} · size {self.tools.radius * 2:.0f}px"
         )
 
+    # ================================================================ model: pre-labelling
+
+    def _fill_models(self) -> None:
+        if self.project is None:
+            return
+        versions = [(mv.id, mv.name, self._version_path(mv.checkpoint_path)) for mv in self.project.model_versions()]
+        active = self.project.active_model_version
+        files = []
+        remembered = str(settings().value("model/spec", "") or "")
+        if remembered and Path(remembered).is_file() and remembered not in {v[2] for v in versions}:
+            files.append(remembered)
+        self.model_panel.set_models(versions, None if active is None else active.id, files)
+        if active is None and remembered:
+            self.model_panel.select_spec(remembered)
+
+    def _version_path(self, stored: str) -> str:
+        assert self.project is not None
+        p = Path(stored)
+        return str(p if p.is_absolute() else self.project.root / p)
+
+    def browse_checkpoint(self) -> None:
+        path = dialogs.open_file(self, "Choose a model checkpoint", "PyTorch checkpoints (*.pt *.pth);;All files (*)")
+        if path:
+            self.model_panel.add_file(path)
+
+    def _targets(self, scope: str) -> list[int]:
+        assert self.project is not None
+        if scope == "current":
+            return [] if self.current_id is None else [self.current_id]
+        if scope == "selected":
+            ids = [int(it.data(ROLE_ID)) for it in self.image_list.selectedItems() if not it.isHidden()]
+            if not ids and self.current_id is not None:
+                ids = [self.current_id]
+            order = list(self._records)
+            return sorted(ids, key=lambda i: order.index(i) if i in order else 0)
+        if scope == "new":
+            return [r.id for r in self.project.images("new")]
+        raise ValueError(f"unknown scope {scope!r}")
+
+    def prelabel_images(self, scope: str = "current", *, overwrite: bool | None = None) -> bool:
+        """Pre-label ``current``, ``selected`` or all ``new`` images in the background. False if nothing started."""
+        if self.project is None:
+            return False
+        if self.prelabel.running:
+            self.statusBar().showMessage("A pre-labelling batch is already running", 3000)
+            return False
+        choice = self.model_panel.choice()
+        if choice is None:
+            self.statusBar().showMessage("Choose a model in the Model panel first", 3000)
+            return False
+        ids = self._targets(scope)
+        if not ids:
+            self.statusBar().showMessage("No images to pre-label" + (" (no image has status new)" if scope == "new" else ""), 3000)
+            return False
+        if overwrite is None:
+            overwrite = self.model_panel.overwrite_check.isChecked()
+        if overwrite:
+            worked = [i for i in ids if self._records.get(i) and self._records[i].status in PERSON_STATUSES]
+            if worked and not dialogs.confirm(
+                self, "Overwrite people's work?",
+                f"{len(worked)} of these images were edited or reviewed by a person. Replace their masks with the "
+                "model's pre-label?\n\nImages open in this session can be restored with Ctrl+Z; others cannot.",
+            ):
+                return False
+        # Unsaved edits go to disk first, so the batch sees the person's current statuses.
+        self.save_current()
+        items = []
+        for i in ids:
+            rec = self._records.get(i) or self.project.image(i)
+            items.append(PrelabelItem(i, self.project.image_path(rec), rec.name))
+        job = PrelabelJob(self.prelabel.next_request_id(), self.project.root, choice, items, overwrite=bool(overwrite))
+        self._batch_label = {"current": "This image", "selected": f"{len(items)} selected", "new": f"{len(items)} new"}[scope]
+        self.model_panel.start_batch(len(items), self._batch_label)
+        return self.prelabel.start(job)
+
+    def check_model(self) -> bool:
+        """Load the chosen model without predicting, to show what it runs on (or why it cannot load)."""
+        if self.project is None or self.prelabel.running:
+            return False
+        choice = self.model_panel.choice()
+        if choice is None:
+            return False
+        job = PrelabelJob(self.prelabel.next_request_id(), self.project.root, choice, [])
+        self.model_panel.start_batch(0, "Checking")
+        self.model_panel.progress_label.setText("Loading the model…")
+        return self.prelabel.start(job)
+
+    def _prelabel_running(self, running: bool) -> None:
+        self.model_panel.set_running(running)
+        for act in (self.act_prelabel, self.act_prelabel_sel, self.act_prelabel_new, self.act_finetune):
+            act.setEnabled(not running)
+        self.act_prelabel_cancel.setEnabled(running)
+
+    def _model_loaded(self, description: str, name: str, class_names: object) -> None:
+        names = list(class_names) if isinstance(class_names, (list, tuple)) else []
+        self._model_classes = names
+        note = ""
+        ours = {c.index: c.name for c in self._classes}
+        if names and [ours.get(i) for i in range(len(names))] != names:
+            note = (f"{len(names)} model classes, {len(ours)} project classes: indices are saved as they are; "
+                    "fine-tune to match your classes")
+        self.model_panel.show_loaded(description, name, note)
+
+    def _model_failed(self, message: str) -> None:
+        self.model_panel.show_error(message)
+        job = self.prelabel.job
+        self.model_panel.progress_label.setText("Nothing was pre-labelled." if job is not None and job.items else "")
+
+    def _on_prelabel_result(self, res: PrelabelResult) -> None:
+        self._remember_confidence(res.image_id, res.confidence)
+        self.mean_confidence[res.image_id] = res.mean_confidence
+        if not self._apply_result(res):
+            return
+        self.cache.drop(res.image_id)
+        if self.project is not None:
+            self._refresh_record(res.image_id)
+        if res.image_id == self.current_id:
+            self.canvas.set_confidence(res.confidence)
+            self._update_confidence_info()
+
+    def _apply_result(self, res: PrelabelResult) -> bool:
+        """Bring an image's document in line with a pre-label; False when the result was not used."""
+        assert self.project is not None
+        model = self.docs.get(res.image_id)
+        if model is not None and model.in_stroke:
+            # Never mix a pre-label into a stroke in progress: try again when it ends.
+            self._pending_results.append(res)
+            QTimer.singleShot(150, self._retry_pending)
+            return False
+        if res.saved:
+            # The worker wrote the file; an open, untouched document follows it (one undo step).
+            if model is not None and not model.dirty:
+                model.replace_all(res.labels)
+                model.mark_saved()
+            return True
+        job = self.prelabel.job
+        overwrite = bool(job and job.overwrite)
+        rec = self.project.image(res.image_id)
+        if not overwrite and (rec.status in PERSON_STATUSES or (model is not None and model.dirty)):
+            self.model_panel.add_problem(f"– {rec.name}: being edited; not overwritten")
+            return False
+        if model is not None:
+            model.replace_all(res.labels)  # the old mask stays one Ctrl+Z away
+        try:
+            self.project.save_mask(res.image_id, res.labels, status="prelabeled", model_version=res.model_version, source="prelabel")
+            self.project.set_mean_confidence(res.image_id, min(max(res.mean_confidence, 0.0), 1.0))
+        except (AtrousError, OSError) as e:
+            self.model_panel.add_problem(f"✗ {rec.name}: {e}")
+            return False
+        if model is not None:
+            model.take_provenance()
+            model.mark_saved()
+        self._update_status()
+        return True
+
+    def _retry_pending(self) -> None:
+        pending, self._pending_results = self._pending_results, []
+        for res in pending:
+            self._on_prelabel_result(res)
+
+    def _prelabel_finished(self, summary: PrelabelSummary) -> None:
+        mp = self.model_panel
+        for _id, why in summary.skipped:
+            mp.add_problem(f"– {why}")
+        if summary.total:
+            parts = [f"{summary.saved + summary.handed} pre-labelled"]
+            if summary.skipped:
+                parts.append(f"{len(summary.skipped)} skipped")
+            if summary.failed:
+                parts.append(f"{len(summary.failed)} failed")
+            head = "Cancelled" if summary.cancelled else "Done"
+            mp.progress_label.setText(f"{head}: " + ", ".join(parts) + f" ({summary.seconds:.1f} s)")
+            self.statusBar().showMessage(f"Pre-labelling {head.lower()}: " + ", ".join(parts), 5000)
+        elif summary.description:
+            mp.progress_label.setText("Model loaded.")
+        if self.sort_combo.currentData() == SORT_UNCERTAIN:
+            self._fill_image_list()
+
+    # ---- confidence
+
+    def _remember_confidence(self, image_id: int, conf: np.ndarray) -> None:
+        self.confidence[image_id] = conf
+        self.confidence.move_to_end(image_id)
+        total = sum(c.nbytes for c in self.confidence.values())
+        while len(self.confidence) > 1 and total > CONFIDENCE_CACHE_BYTES:
+            _, gone = self.confidence.popitem(last=False)
+            total -= gone.nbytes
+
+    def confidence_map(self, image_id: int) -> np.ndarray | None:
+        """The confidence map of an image's last pre-label: this session's, else the stored one."""
+        hit = self.confidence.get(image_id)
+        if hit is None and self.project is not None:
+            hit = read_confidence(self.project.root, image_id)
+            if hit is not None:
+                self._remember_confidence(image_id, hit)
+        return hit
+
+    def _toggle_confidence(self) -> None:
+        on = self.act_confidence.isChecked()
+        self.model_panel.confidence_check.blockSignals(True)
+        self.model_panel.confidence_check.setChecked(on)
+        self.model_panel.confidence_check.blockSignals(False)
+        self.canvas.set_confidence_visible(on)
+        self._update_confidence_info()
+
+    def _confidence_check_toggled(self, on: bool) -> None:
+        self.act_confidence.setChecked(on)
+        self._toggle_confidence()
+
+    def set_confidence_visible(self, on: bool) -> None:
+        self.act_confidence.setChecked(on)
+        self._toggle_confidence()
+
+    def _update_confidence_info(self) -> None:
+        lbl = self.model_panel.confidence_info
+        if self.current_id is None:
+            lbl.setText("")
+        elif not self.canvas.has_confidence:
+            lbl.setText("No confidence map for this image (pre-label it first).")
+        else:
+            rec = self._records.get(self.current_id)
+            mean = self.mean_confidence.get(self.current_id, rec.mean_confidence if rec else None)
+            lbl.setText("" if mean is None else f"Mean confidence of this pre-label: {100 * mean:.0f} %")
+
+    # ================================================================ model: fine-tuning
+
+    def open_finetune(self) -> None:
+        if self.project is None or self.prelabel.running:
+            return
+        from .finetune_dialog import FinetuneDialog
+
+        if not self.save_current():
+            dialogs.show_error(self, "Could not save", str(self.last_save_error))
+            return
+        dlg = FinetuneDialog(self.project, self)
+        dlg.prelabelNewRequested.connect(self._prelabel_with_version)
+        self._finetune_dialog = dlg
+        dlg.exec()
+        dlg.shutdown()
+        self._fill_models()
+
+    def _prelabel_with_version(self, version_id: int) -> None:
+        self._fill_models()
+        assert self.project is not None
+        for mv in self.project.model_versions():
+            if mv.id == version_id:
+                self.model_panel.select_spec(self._version_path(mv.checkpoint_path))
+        self.prelabel_images("new")
+
     # ================================================================ closing
 
     def closeEvent(self, event: QCloseEvent) -> None:  # noqa: N802
@@ -792,6 +1154,7 @@ class MainWindow(QMainWindow):
             break  # discard
         self.autosave_timer.stop()
         self.save_settings()
+        self.prelabel.shutdown()
         self.cache.shutdown()
         if self.project is not None:
             self.project.close()

@@ -67,10 +67,67 @@ def main() -> int:
     QTest.mouseMove(c, QPoint(c.width() // 2, c.height() // 2))
     shot("03-outline-zoomed.png")
     QTest.keyClick(c, Qt.Key.Key_O, Qt.KeyboardModifier.ShiftModifier)
+    c.fit()
+
+    model_shots(app, win, shot)
 
     win.close()
     tmp.cleanup()
     return 0
+
+
+def model_shots(app, win, shot) -> None:  # noqa: ANN001
+    """Fine-tune a small model on the sample masks (no download needed), then pre-label with it
+    and show the model panel with the low-confidence overlay."""
+    import time
+
+    from gui import dialogs
+    from gui.finetune_dialog import FinetuneDialog
+
+    dialogs.confirm = lambda *_a, **_k: True  # the overwrite question: yes, in this throw-away copy
+    proj = win.project
+    for rec in proj.images():
+        proj.set_status(rec.id, "reviewed")
+    win._fill_image_list()  # noqa: SLF001
+    dlg = FinetuneDialog(proj, win)
+    dlg.show()
+    done: list[bool] = []
+    dlg.runFinished.connect(lambda: done.append(True))
+    dlg.start(base="scratch", minutes=float(os.environ.get("ATROUS_SHOT_MINUTES", "1.5")), crop=256, batch_size=4,
+              input_size=256, device="cpu", evals=4)
+    t0 = time.monotonic()
+    while not done and time.monotonic() - t0 < 900:
+        app.processEvents()
+        time.sleep(0.05)
+    app.processEvents()
+    dlg.grab().save(str(OUT / "05-finetune.png"))
+    print(f"wrote {OUT / '05-finetune.png'}")
+    version = dlg.result.version_id if dlg.result is not None else None
+    dlg.close()
+    dlg.shutdown()
+    if version is None:
+        print("fine-tuning saved no version; skipping the pre-label screenshot")
+        return
+    win._fill_models()  # noqa: SLF001
+    mv = next(m for m in proj.model_versions() if m.id == version)
+    win.model_panel.select_spec(win._version_path(mv.checkpoint_path))  # noqa: SLF001
+    win.model_panel.device_combo.setCurrentIndex(win.model_panel.device_combo.findData("cpu"))
+    win.show_image(proj.images()[1].id)
+    finished: list[bool] = []
+    win.prelabel.finished.connect(lambda _s: finished.append(True))
+    win.prelabel_images("current", overwrite=True)
+    t0 = time.monotonic()
+    while not finished and time.monotonic() - t0 < 300:
+        app.processEvents()
+        time.sleep(0.05)
+    import numpy as np
+
+    conf = win.confidence_map(win.current_id)
+    if conf is not None:  # mark about the least sure third of the pixels, whatever the model
+        win.model_panel.threshold_slider.setValue(int(np.clip(np.percentile(conf, 33) / 2.55 + 1, 5, 100)))
+    win.set_confidence_visible(True)
+    shot("04-model-panel-confidence.png")
+    win.set_confidence_visible(False)
 
 
 if __name__ == "__main__":
