@@ -70,7 +70,8 @@ def even_odd_reference(vertices: np.ndarray, shape: tuple[int, int]) -> np.ndarr
         if ya == yb:
             continue
         crosses = (ya > yy) != (yb > yy)
-        xc = xa + (yy - ya) * (xb - xa) / (yb - ya)
+        with np.errstate(over="ignore"):  # a near-flat edge: +-inf, never a crossing that counts wrongly
+            xc = xa + (yy - ya) * (xb - xa) / (yb - ya)
         inside ^= crosses & (xc < xx)
     return inside
 
