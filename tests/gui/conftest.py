@@ -70,8 +70,8 @@ def project_path(tmp_path: Path) -> Path:
     return root
 
 
-@pytest.fixture
-def window(qtbot, project_path: Path):  # noqa: ANN001, ANN201
+def shown_window(qtbot, project_path: Path):  # noqa: ANN001, ANN201
+    """Open a MainWindow on ``project_path``, yield it shown, then close it and stop its workers."""
     from gui.main_window import MainWindow
 
     win = MainWindow(Project.open(project_path))
@@ -83,3 +83,8 @@ def window(qtbot, project_path: Path):  # noqa: ANN001, ANN201
     if win.isVisible():
         win.close()
     win.cache.shutdown()
+
+
+@pytest.fixture
+def window(qtbot, project_path: Path):  # noqa: ANN001, ANN201
+    yield from shown_window(qtbot, project_path)

@@ -15,7 +15,7 @@ from gui import dialogs
 from gui.main_window import MainWindow
 from gui.model_worker import confidence_path
 
-from .conftest import CLASSES, H, W, make_images
+from .conftest import CLASSES, H, W, make_images, shown_window
 
 
 @pytest.fixture(scope="session")
@@ -156,15 +156,7 @@ def five_image_project(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def window5(qtbot, five_image_project: Path):  # noqa: ANN001, ANN201
-    win = MainWindow(Project.open(five_image_project))
-    qtbot.addWidget(win)
-    win.resize(900, 600)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    if win.isVisible():
-        win.close()
-    win.cache.shutdown()
+    yield from shown_window(qtbot, five_image_project)
 
 
 def test_cancel_stops_within_one_image(qtbot, window5: MainWindow, tiny_checkpoint: Path, monkeypatch) -> None:  # noqa: ANN001
