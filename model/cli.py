@@ -182,12 +182,17 @@ def cmd_prelabel(args: argparse.Namespace) -> int:
         f"pre-labelled {written} of {len(paths)} images in {format_seconds(elapsed)} "
         f"({written / max(elapsed, 1e-9):.2f} img/s, {predictor.description}) -> {args.out}"
     )
-    if failed:
-        print(f"skipped {len(failed)} image(s):")
-        for line in failed:
-            print(f"  {line}")
-        return 1
-    return 0
+    return _report_skipped(failed)
+
+
+def _report_skipped(failed: list[str]) -> int:
+    """Print the images a pre-label run skipped, one line each; exit code 1 if any."""
+    if not failed:
+        return 0
+    print(f"skipped {len(failed)} image(s):")
+    for line in failed:
+        print(f"  {line}")
+    return 1
 
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -372,12 +377,7 @@ def cmd_prelabel_project(args: argparse.Namespace) -> int:
         f"pre-labelled {written} of {len(todo)} images in {format_seconds(elapsed)} with model version v{version_id}"
         + (f"; {skipped} edited/reviewed image(s) left alone (--overwrite-edited replaces them)" if skipped else "")
     )
-    if failed:
-        print(f"skipped {len(failed)} image(s):")
-        for line in failed:
-            print(f"  {line}")
-        return 1
-    return 0
+    return _report_skipped(failed)
 
 
 def add_finetune_arguments(f: argparse.ArgumentParser) -> None:
