@@ -227,9 +227,7 @@ def save_checkpoint(path: str | os.PathLike[str], network: nn.Module, meta: Mode
     try:
         with atomic_open(path) as fh:
             torch.save(payload, fh)
-    except AtrousWriteError:
-        raise
-    except (OSError, RuntimeError) as e:
+    except (OSError, RuntimeError) as e:  # atomic_open already reports its own failures as AtrousWriteError
         raise AtrousWriteError(f"Cannot write checkpoint {path}: {e}") from e
 
 
