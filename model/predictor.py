@@ -1,6 +1,7 @@
 """Fast pre-labelling: image arrays in, label maps and confidence maps out.
 
 The fast path: ``torch.inference_mode``, BatchNorm folded into the convolutions,
+on the CPU convolutions fused with their activations (:mod:`model.cpufuse`),
 channels-last memory, batches of same-size images, reduced precision where the
 hardware has it (bf16 on CPUs with native bf16, fp16/bf16 on CUDA), resizing to
 the model's input size and bilinear upsampling of the logits back to the
@@ -33,6 +34,7 @@ from torch.nn import functional as F
 from annotation.errors import AtrousError, ImageReadError
 from annotation.imageio import load_image
 
+from .cpufuse import fused_for_cpu
 from .weights import LoadedModel
 
 #: Smallest tile tried before giving up on an out-of-memory error.
@@ -262,6 +264,8 @@ class Predictor:
         batch_size: how many same-size images go through the network at once.
         max_input_pixels: above this many working-resolution pixels an image is
             predicted in ``tile_size`` tiles overlapping by ``tile_overlap``.
+        fuse: on the CPU, run convolutions fused with their activations
+            (:mod:`model.cpufuse`) where this PyTorch supports it.
     """
 
     def __init__(
@@ -275,6 +279,7 @@ class Predictor:
         tile_size: int = 1024,
         tile_overlap: int = 128,
         min_tile: int = MIN_TILE,
+        fuse: bool = True,
     ) -> None:
         self.meta = model.meta
         self.device = pick_device(device)
@@ -290,6 +295,12 @@ class Predictor:
         net = net.to(self.device, memory_format=torch.channels_last)
         if self.dtype != torch.float32:
             net = net.to(self.dtype)
+        #: True when the CPU fast path (oneDNN conv + activation fusion) is in use.
+        self.fused = False
+        if fuse and self.device.type == "cpu":
+            fused = fused_for_cpu(net, self.dtype)
+            if fused is not None:
+                net, self.fused = fused, True
         self.network = net
         mean = torch.tensor(self.meta.mean, device=self.device).view(1, 3, 1, 1)
         std = torch.tensor(self.meta.std, device=self.device).view(1, 3, 1, 1)
