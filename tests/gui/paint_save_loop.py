@@ -29,19 +29,23 @@ def main() -> int:
     start = proj.read_mask(rec.id)
     doc = MaskDocument(start if start is not None else np.zeros((rec.height, rec.width), np.uint8))
     rng = np.random.default_rng(os.getpid())
+    seen = {hashlib.sha256(doc.label_map.tobytes()).hexdigest()}
     with open(log_file, "a", encoding="ascii") as log:
-        i = 0
         while True:
             with doc.stroke():
                 x, y = rng.uniform(0, rec.width, 2), rng.uniform(0, rec.height, 2)
                 doc.brush_segment(x[0], y[0], x[1], y[1], rng.uniform(2, 30), int(rng.integers(0, 4)))
-            log.write(hashlib.sha256(doc.label_map.tobytes()).hexdigest() + "\n")
+            digest = hashlib.sha256(doc.label_map.tobytes()).hexdigest()
+            log.write(digest + "\n")
             log.flush()
             os.fsync(log.fileno())
             proj.save_mask(rec.id, doc.label_map, status="edited", changed_pixels=doc.changed_pixels, edit_seconds=0.1)
             doc.mark_clean()
-            i += 1
-            if i == 3:
+            # A stroke of the colour already there changes nothing; "ready" waits for
+            # three different saved states so the test's "it was saving" check is certain.
+            before = len(seen)
+            seen.add(digest)
+            if len(seen) == 4 and before == 3:
                 print("ready", flush=True)
 
 

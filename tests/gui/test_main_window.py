@@ -98,7 +98,7 @@ def test_autosave_after_idle(qtbot, window: MainWindow, project_path: Path) -> N
     qtbot.keyClick(window.canvas, Qt.Key.Key_2)
     _paint(qtbot, window, [(45, 30)])
     image_id = window.current_id
-    qtbot.waitUntil(lambda: _disk_mask(project_path, image_id)[30, 45] == 2, timeout=3000)
+    qtbot.waitUntil(lambda: _disk_mask(project_path, image_id)[30, 45] == 2, timeout=20000)
     assert not window.current_model.dirty
     assert "saved" in window.lbl_save.text()
 
@@ -143,7 +143,7 @@ def test_filter_and_search(qtbot, window: MainWindow) -> None:  # noqa: ANN001
 
 def test_prefetches_next_image(qtbot, window: MainWindow) -> None:  # noqa: ANN001
     nxt = window._neighbour(1)  # noqa: SLF001
-    qtbot.waitUntil(lambda: nxt in window.cache, timeout=3000)
+    qtbot.waitUntil(lambda: nxt in window.cache, timeout=20000)
 
 
 def test_close_saves_unsaved_edits(qtbot, window: MainWindow, project_path: Path) -> None:  # noqa: ANN001
