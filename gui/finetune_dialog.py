@@ -320,6 +320,8 @@ class FinetuneDialog(QDialog):
         elif phase == "epoch":
             if d.get("val_miou") is not None:
                 self.chart.add_miou(int(d.get("iteration") or self._iteration), float(d["val_miou"]))
+        elif phase == "bn":
+            self.status_label.setText("Re-estimating BatchNorm statistics on the training images…")
         elif phase == "save":
             self.status_label.setText("Saving the new model version…")
 

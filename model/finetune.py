@@ -270,6 +270,62 @@ def evaluate_samples(
     return cm.compute()
 
 
+#: Whole training images used to re-estimate BatchNorm statistics (see :func:`recompute_bn_stats`).
+BN_STAT_IMAGES = 64
+
+
+@torch.no_grad()
+def recompute_bn_stats(
+    net: nn.Module, samples: list[Sample], mean, std, device: torch.device, dtype: torch.dtype,
+    channels_last: bool = True, max_images: int = BN_STAT_IMAGES, batch_size: int = 4,
+) -> None:
+    """Re-estimate every BatchNorm's running mean and variance on whole training images.
+
+    The running statistics gathered during training lag behind weights that
+    are still moving fast, and they come from augmented crops with dropout on;
+    inference sees whole images with dropout off. From scratch the gap is
+    large: on CamVid a model whose stale statistics gave 0.01 held-out mIoU
+    gave 0.34 after this pass (same weights). So before each validation and
+    before saving, the statistics are recomputed as an exact average over up to
+    ``max_images`` whole images (evenly spaced), with dropout off.
+    """
+    bns = [m for m in net.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]  # noqa: SLF001
+    if not bns or not samples:
+        return
+    step = max(1, len(samples) / max_images)
+    chosen = [samples[int(i * step)] for i in range(min(len(samples), max_images))]
+    by_shape: dict[tuple[int, ...], list[Sample]] = {}
+    for smp in chosen:
+        by_shape.setdefault(tuple(smp.image.shape), []).append(smp)
+    modes = {m: m.training for m in net.modules()}
+    momenta = {m: m.momentum for m in bns}
+    try:
+        net.train()
+        for m in net.modules():
+            if isinstance(m, nn.modules.dropout._DropoutNd):  # noqa: SLF001
+                m.eval()
+        for m in bns:
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the batches below
+        for group in by_shape.values():
+            for i in range(0, len(group), batch_size):
+                x = torch.cat([normalise_full(smp, mean, std) for smp in group[i : i + batch_size]])
+                if x.shape[0] == 1:
+                    # Training-mode BatchNorm after the global pooling needs two values per
+                    # channel; a mirrored copy is a view training also shows.
+                    x = torch.cat([x, x.flip(-1)])
+                x = x.to(device)
+                if channels_last:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
+                    net(x)
+    finally:
+        for m, momentum in momenta.items():
+            m.momentum = momentum
+        for m, training in modes.items():
+            m.training = training
+
+
 # --------------------------------------------------------------------------- the run
 
 
@@ -286,7 +342,7 @@ def finetune(
     Args:
         project_or_config: a :class:`FinetuneConfig`, an open :class:`Project`, or a project path.
         on_progress: called with a dict (see README, "Fine-tuning"): ``phase`` ("load", "train",
-            "warmup", "eval", "epoch", "save", "done"). "load": ``images``, ``train``, ``val``, ``base``,
+            "warmup", "eval", "epoch", "bn", "save", "done"). "load": ``images``, ``train``, ``val``, ``base``,
             ``heads``. "train" (every step): ``epoch``, ``epochs`` (None with minutes), ``iteration``,
             ``iterations`` (None with minutes), ``fraction`` (0..1 of the budget), ``loss``, ``lr``,
             ``elapsed``, ``it_per_s``. "epoch": ``epoch``, ``train_loss``, ``val_miou`` (None when not
@@ -542,6 +598,7 @@ def _run(
             if rank == 0 and samples_val and due and not stopped:
                 t_eval = clock()
                 report({"phase": "eval", "epoch": epoch})
+                recompute_bn_stats(net, samples_train, mean, std, device, dtype, config.channels_last)
                 last_metrics = evaluate_samples(net, samples_val, n_classes, mean, std, device, dtype, config.channels_last)
                 last_metrics.class_names = class_names
                 entry["val_miou"] = last_metrics.miou
@@ -589,7 +646,11 @@ def _run(
         report({"phase": "done", "saved": None, "stopped": True})
         return result  # cancelled before anything was validated: nothing worth keeping
 
-    # Keep the best validated weights; without a val split, the last ones.
+    # Keep the best validated weights (their BatchNorm statistics were recomputed before
+    # validation); without a val split, the last ones, with their statistics recomputed.
+    if best is None:
+        report({"phase": "bn"})
+        recompute_bn_stats(net, samples_train, mean, std, device, dtype, config.channels_last)
     final = copy.deepcopy(net).cpu().eval()
     if best is not None:
         final.load_state_dict(best[1])

@@ -120,9 +120,12 @@ def test_single_class(tmp_path) -> None:
 
 def test_images_of_different_sizes_and_void(tmp_path) -> None:
     path, _ = make_tiny_project(tmp_path, n=4, sizes=((40, 56), (64, 48), (30, 90)), void_rows=3)
-    r = finetune(path, epochs=1, val_fraction=0.0, **FAST)
+    events: list[dict] = []
+    r = finetune(path, epochs=1, val_fraction=0.0, on_progress=events.append, **FAST)
     assert r.checkpoint_path is not None and r.best_miou is None  # no val split: last weights kept
     assert r.activated
+    phases = [e["phase"] for e in events]
+    assert phases.index("bn") < phases.index("save")  # statistics re-estimated on whole images first
 
 
 def test_corrupt_checkpoint_as_base(tmp_path) -> None:
