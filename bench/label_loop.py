@@ -3,9 +3,10 @@
 A person is simulated with ground truth on CamVid (``../shared/data/camvid_small``):
 the 56 train images are the pool, the 18 val images the held-out set (void 11).
 
-* The pool is corrected in an order that spreads every round over CamVid's three
-  video sequences in proportion to their size (``--order stratified``, the default),
-  as a person working through a mixed dataset would; ``--order sorted`` walks one
+* The pool is corrected in an order that makes every round a representative sample
+  of it (``--order stratified``, the default): CamVid's three video sequences in
+  proportion to their size, and frames from across each sequence, as a person
+  labelling frames sampled from videos would; ``--order sorted`` walks one
   sequence after another, ``--order shuffled`` takes a seeded random order.
 * Round 0: no model, so every labelled pixel of the first ``--k`` images must be drawn.
 * Every round: "correct" the next ``--k`` pool images (ground truth saved over the
@@ -33,15 +34,37 @@ import numpy as np
 from _common import CAMVID, VOID
 
 
-def stratified(items: list, key) -> list:
-    """Interleave the groups of ``items`` (by ``key``, order kept inside a group) in proportion to their sizes.
+def spread(n: int) -> list[int]:
+    """0..n-1 in an order whose every prefix is spread evenly over the range (van der Corput)."""
+    order: list[int] = []
+    left = set(range(n))
+    j = 0
+    while left:
+        # radical inverse of j in base 2: 0, .5, .25, .75, .125, ...
+        v, f, k = 0.0, 0.5, j
+        while k:
+            v, k, f = v + f * (k & 1), k >> 1, f / 2
+        target = v * n
+        best = min(left, key=lambda i: (abs(i + 0.5 - target), i))
+        order.append(best)
+        left.remove(best)
+        j += 1
+    return order
 
-    Every stretch of the result holds each group's share of it: with CamVid's
-    sequences of 10, 15 and 31 frames, every 8 images hold about 1.4, 2.1 and 4.4.
+
+def stratified(items: list, key) -> list:
+    """Interleave the groups of ``items`` in proportion to their sizes, each group in :func:`spread` order.
+
+    Every stretch of the result holds each group's share of it (with CamVid's
+    sequences of 10, 15 and 31 frames, every 8 images hold about 1.4, 2.1 and
+    4.4), and frames taken from across each sequence rather than from one
+    stretch of road: every round is a representative sample of the pool.
     """
     groups: dict[str, list] = {}
     for it in items:
         groups.setdefault(key(it), []).append(it)
+    for g, members in groups.items():
+        groups[g] = [members[i] for i in spread(len(members))]
     taken = {g: 0 for g in groups}
     out = []
     while len(out) < len(items):
