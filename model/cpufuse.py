@@ -63,15 +63,16 @@ class FusedConv2d(nn.Module):
 
     def __init__(self, conv: nn.Conv2d, activation: str = "none") -> None:
         super().__init__()
-        if conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-            raise ValueError("only explicit zero padding can be fused")
+        if not _fusable(conv):
+            raise ValueError("only a plain Conv2d with explicit zero padding can be fused")
         self.padding = list(conv.padding)
         self.stride = list(conv.stride)
         self.dilation = list(conv.dilation)
         self.groups = conv.groups
         self.activation = activation
-        self.register_buffer("weight", conv.weight.detach().clone(), persistent=False)
-        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().clone(), persistent=False)
+        # Shared with ``conv``, not copied: fusion works on an inference copy (see fused_for_cpu).
+        self.register_buffer("weight", conv.weight.detach(), persistent=False)
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach(), persistent=False)
         self._packed: OrderedDict[tuple[int, ...], torch.Tensor] = OrderedDict()
 
     def _packed_weight(self, x: torch.Tensor) -> torch.Tensor:
@@ -152,7 +153,7 @@ def _is_global_pool(m: nn.Module) -> bool:
     return size in (1, (1, 1), [1, 1])
 
 
-def _fusable(conv: nn.Conv2d) -> bool:
+def _fusable(conv: nn.Module) -> bool:
     return type(conv) is nn.Conv2d and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
 
 
@@ -181,7 +182,7 @@ def fuse_for_cpu_modules(module: nn.Module) -> nn.Module:
                 module._modules[name] = FusedConv2d(conv, kind)  # noqa: SLF001
                 module._modules[names[j]] = nn.Identity()  # noqa: SLF001
     for name, child in list(module.named_children()):
-        if type(child) is nn.Conv2d and _fusable(child):
+        if _fusable(child):
             module._modules[name] = FusedConv2d(child)  # noqa: SLF001
     return module
 
