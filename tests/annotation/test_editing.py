@@ -331,14 +331,27 @@ def test_polygon_even_odd_star_and_degenerate() -> None:
     assert polygon(labels, [(1.1, 1.1), (1.3, 1.1), (1.2, 1.3)], 2) is None  # no centre inside
 
 
+# Coordinates on a 1/64 grid, as a zoomed-in click or a sub-pixel outline gives them. With
+# arbitrary floats the reference's own rounding can disagree with the exact answer: for the
+# triangle (-1.85e-28, 0), (-1, 0), (-1, 1) its crossing at row 0 rounds to x = 0.0 and it
+# paints pixel (0, 0), whose centre lies right of the whole triangle (see the test below).
+_grid = st.integers(-8 * 64, 40 * 64).map(lambda v: v / 64)
+
+
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.tuples(st.floats(-8, 40), st.floats(-8, 40)), min_size=3, max_size=12))
+@given(st.lists(st.tuples(_grid, _grid), min_size=3, max_size=12))
 def test_polygon_matches_even_odd_reference(points: list[tuple[float, float]]) -> None:
     shape = (32, 36)
     verts = np.array(points, dtype=np.float64)
     labels = np.zeros(shape, dtype=np.uint8)
     polygon(labels, verts, 1)
     assert ((labels == 1) == even_odd_reference(verts, shape)).all()
+
+
+def test_polygon_left_of_every_centre_paints_nothing() -> None:
+    labels = np.zeros((4, 4), dtype=np.uint8)
+    assert polygon(labels, [(-1.8524825392396903e-28, 0.0), (-1.0, 0.0), (-1.0, 1.0)], 1) is None
+    assert not labels.any()
 
 
 # --------------------------------------------------------------------------- locks
