@@ -190,6 +190,7 @@ def main() -> None:
 
     import torch
 
+    from model.cputrain import glibc_defaults
     from model.finetune import finetune
 
     names = camvid_classes()
@@ -215,7 +216,8 @@ def main() -> None:
                 state["slice_start"] = clock()
             if clock() - state["slice_start"] >= args.slice and plain.elapsed < plain.budget:
                 t = time.perf_counter()
-                plain.run_for(args.slice)
+                with glibc_defaults():  # our allocator settings are part of "ours", not of the plain loop
+                    plain.run_for(args.slice)
                 paused += time.perf_counter() - t
                 state["slice_start"] = clock()
 
@@ -224,7 +226,8 @@ def main() -> None:
             precision=args.precision, optimizer=args.optimizer, lr=args.lr, base="scratch", device="cpu",
             on_progress=on_progress, clock=clock,
         )
-        plain.run_for(plain.budget)  # whatever is left of its budget
+        with glibc_defaults():
+            plain.run_for(plain.budget)  # whatever is left of its budget
         m1, per_class = evaluate_checkpoint(result.checkpoint_path)
         m0 = plain.evaluate(len(names))
         i1, i0 = result.it_per_s, plain.steps / max(plain.elapsed, 1e-9)

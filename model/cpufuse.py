@@ -32,6 +32,8 @@ import torch
 from torch import nn
 from torchvision.models.resnet import Bottleneck
 
+from .aspp import AtrousConv2d
+
 #: Packed weights are specific to an input shape; keep this many shapes per conv.
 PACKED_SHAPES = 2
 
@@ -154,7 +156,8 @@ def _is_global_pool(m: nn.Module) -> bool:
 
 
 def _fusable(conv: nn.Module) -> bool:
-    return type(conv) is nn.Conv2d and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+    # AtrousConv2d only skips taps that read padding; the fused op computes them as zeros.
+    return type(conv) in (nn.Conv2d, AtrousConv2d) and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
 
 
 def fuse_for_cpu_modules(module: nn.Module) -> nn.Module:

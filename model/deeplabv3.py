@@ -101,13 +101,15 @@ class DeepLabV3(nn.Module):
         self.aux_classifier = aux_classifier
         self.spec = spec
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, x: torch.Tensor, upsample: bool = True) -> dict[str, torch.Tensor]:
+        """Logits for ``x``; with ``upsample=False`` at feature resolution (the trainer upsamples in fp32)."""
         size = x.shape[-2:]
         features = self.backbone(x)
-        result = {"out": F.interpolate(self.classifier(features["out"]), size=size, mode="bilinear", align_corners=False)}
+        result = {"out": self.classifier(features["out"])}
         if self.aux_classifier is not None:
-            aux = self.aux_classifier(features["aux"])
-            result["aux"] = F.interpolate(aux, size=size, mode="bilinear", align_corners=False)
+            result["aux"] = self.aux_classifier(features["aux"])
+        if upsample:
+            result = {k: F.interpolate(v, size=size, mode="bilinear", align_corners=False) for k, v in result.items()}
         return result
 
 

@@ -108,3 +108,31 @@ def test_resnet101_state_dict_loads_strictly() -> None:
     tv = tvseg.deeplabv3_resnet101(weights=None, weights_backbone=None, num_classes=21, aux_loss=True)
     ours = build_deeplabv3(backbone="resnet101", num_classes=21, output_stride=8, atrous_rates=(12, 24, 36), aux_loss=True)
     assert ours.load_state_dict(tv.state_dict(), strict=True).missing_keys == []
+
+
+@pytest.mark.parametrize(("rate", "size"), [(2, (5, 7)), (6, (5, 9)), (6, (9, 5)), (12, (4, 4)), (3, (3, 3))])
+def test_atrous_conv_skipping_padding_taps_is_exact(rate: int, size: tuple[int, int]) -> None:
+    # Axes no longer than the rate use only the kernel's centre; values and weight gradients must not change.
+    torch.manual_seed(0)
+    ours = aspp_module.AtrousConv2d(4, 5, rate)
+    plain = nn.Conv2d(4, 5, 3, padding=rate, dilation=rate, bias=False)
+    plain.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 4, *size)
+    a, b = ours(x), plain(x)
+    assert a.shape == b.shape == (2, 5, *size)
+    assert torch.allclose(a, b, atol=1e-5, rtol=0)
+    g = torch.randn_like(a)
+    (a * g).sum().backward()
+    (b * g).sum().backward()
+    assert torch.allclose(ours.weight.grad, plain.weight.grad, atol=1e-4, rtol=0)
+
+
+def test_upsample_false_gives_feature_resolution_logits() -> None:
+    torch.manual_seed(0)
+    net = build_deeplabv3(backbone="mobilenet_v3_large", num_classes=3, output_stride=16, aux_loss=True).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        full, low = net(x), net(x, upsample=False)
+    assert low["out"].shape == (1, 3, 4, 6) and low["aux"].shape == (1, 3, 8, 12)
+    up = nn.functional.interpolate(low["out"], size=(64, 96), mode="bilinear", align_corners=False)
+    assert torch.allclose(full["out"], up, atol=1e-5)
