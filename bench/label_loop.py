@@ -3,11 +3,16 @@
 A person is simulated with ground truth on CamVid (``../shared/data/camvid_small``):
 the 56 train images are the pool, the 18 val images the held-out set (void 11).
 
-* The pool is corrected in an order that makes every round a representative sample
-  of it (``--order stratified``, the default): CamVid's three video sequences in
-  proportion to their size, and frames from across each sequence, as a person
-  labelling frames sampled from videos would; ``--order sorted`` walks one
-  sequence after another, ``--order shuffled`` takes a seeded random order.
+* The pool is corrected in the order the app proposes (``--order uncertain``, the
+  default): its active-learning queue, least confident pre-label first. Round 0
+  has no model, so it takes the stratified order below. The queue takes the
+  hardest images first, so what is left gets easier as the model gets better:
+  the fall mixes both, and the held-out mIoU shows the model's part.
+  ``--order stratified`` makes every round a representative sample of the pool
+  instead (CamVid's three video sequences in proportion to their size, frames
+  from across each sequence), which isolates the model's part; ``--order
+  sorted`` walks one sequence after another, ``--order shuffled`` takes a
+  seeded random order.
 * Round 0: no model, so every labelled pixel of the first ``--k`` images must be drawn.
 * Every round: "correct" the next ``--k`` pool images (ground truth saved over the
   pre-label as ``edited``; the pixels that differ are counted), fine-tune the current
@@ -18,7 +23,7 @@ the 56 train images are the pool, the 18 val images the held-out set (void 11).
 Reported per round: corrected images so far, pixels changed per corrected image (as a
 % of its labelled pixels), held-out mIoU of the new model, wall time of the round.
 
-    .venv/bin/python bench/label_loop.py [--minutes 2] [--k 8] [--correction-weight 1] [--order stratified|sorted|shuffled]
+    .venv/bin/python bench/label_loop.py [--minutes 2] [--k 8] [--correction-weight 1] [--order uncertain|stratified|sorted|shuffled]
 """
 
 from __future__ import annotations
@@ -83,8 +88,9 @@ def main() -> None:
     ap.add_argument("--correction-weight", type=float, default=1.0)
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--crop", type=int, default=320)
-    ap.add_argument("--order", choices=["stratified", "sorted", "shuffled"], default="stratified",
-                    help="order the pool is corrected in: sequences interleaved (default), by name, or a seeded shuffle")
+    ap.add_argument("--order", choices=["stratified", "sorted", "shuffled", "uncertain"], default="uncertain",
+                    help="order the pool is corrected in: least confident pre-label first (the app's queue, default), "
+                         "sequences interleaved, by name, or a seeded shuffle")
     ap.add_argument("--seed", type=int, default=0, help="seed of the shuffled order")
     args = ap.parse_args()
 
@@ -112,7 +118,7 @@ def main() -> None:
         project.add_images(CAMVID / "val" / "images")
         recs = project.images()
         pool = sorted((r for r in recs if "/train/" in str(project.image_path(r).resolve())), key=lambda r: r.path)
-        if args.order == "stratified":
+        if args.order in ("stratified", "uncertain"):
             pool = stratified(pool, key=lambda r: Path(r.path).name.split("_")[0])
         elif args.order == "shuffled":
             # Sorted names walk through CamVid's three video sequences one after another, so
@@ -122,7 +128,7 @@ def main() -> None:
         held = [r for r in recs if r not in pool]
         gt = {r.id: truth[project.image_path(r).resolve()] for r in recs}
         n_rounds = args.rounds or -(-len(pool) // args.k)
-        print(f"CamVid pool {len(pool)} / held-out {len(held)} images, {args.k} corrected per round, "
+        print(f"CamVid pool {len(pool)} / held-out {len(held)} images, {args.k} corrected per round ({args.order} order), "
               f"{args.minutes:g} min fine-tune per round, correction weight {args.correction_weight:g}, "
               f"torch {torch.__version__}, {torch.get_num_threads()} threads")
         print(f"{'round':>5s} {'corrected':>9s} {'px fixed/img':>12s} {'held-out mIoU':>13s} {'steps':>6s} {'time':>7s}")
@@ -130,6 +136,11 @@ def main() -> None:
         miou = float("nan")
         for rnd in range(n_rounds):
             t0 = time.perf_counter()
+            if args.order == "uncertain" and rnd > 0:
+                # The app's queue (gui.main_window, "least confident first") over what is left.
+                conf = {r.id: r.mean_confidence for r in project.images()}
+                rest = sorted(pool[rnd * args.k :], key=lambda r: (conf[r.id] is None, conf[r.id] or 0.0, r.path))
+                pool = pool[: rnd * args.k] + rest
             batch = pool[rnd * args.k : (rnd + 1) * args.k]
             if not batch:
                 break
@@ -157,6 +168,9 @@ def main() -> None:
             print(f"{rnd:5d} {n_done:9d} {fixed_pct[-1]:11.1f}% {miou:13.3f} {result.iterations:6d} {time.perf_counter() - t0:6.0f}s", flush=True)
         trained_on = (len(fixed_pct) - 1) * args.k
         rises = [i for i in range(1, len(fixed_pct)) if fixed_pct[i] >= fixed_pct[i - 1]]
+        drawn = sum(fixed_pct) * args.k / 100.0
+        print(f"pixels drawn in all: {drawn:.1f} images' worth for {len(fixed_pct) * args.k} images "
+              f"({len(fixed_pct) * args.k / max(drawn, 1e-9):.1f}x less than labelling every pixel)")
         print("falls every round: yes" if not rises else f"falls every round: no (round {', '.join(map(str, rises))} did not fall)")
         print(f"label loop: pixels to fix fell from {fixed_pct[0]:.1f}% to {fixed_pct[-1]:.1f}% after {trained_on} images; held-out mIoU {miou:.3f}")
         project.close()
