@@ -1,23 +1,26 @@
-"""Training on the CPU: where eager PyTorch loses time to the allocator.
+"""Training on the CPU: two measured fixes for where eager PyTorch loses time.
 
 Profiled on a 2-core CPU (``torch.profiler``, DeepLabV3-MobileNetV3, batch 8,
-crop 320, bf16 autocast), one training step took 0.85 s; with this fix and
+crop 320, bf16 autocast), one training step took 0.85 s; with these fixes and
 fp32 upsampling in the loss (:func:`model.finetune.seg_loss`) and the ASPP taps
-that only read padding skipped (:class:`model.aspp.AtrousConv2d`), about 0.53 s
-(a 1-minute CamVid fine-tune: 1.24 -> 1.87 it/s).
+that only read padding skipped (:class:`model.aspp.AtrousConv2d`), 0.49 s.
 
 * :func:`keep_freed_memory`: glibc hands every allocation above its mmap
   threshold (dynamic, at most 32 MiB) to ``mmap`` and returns it on ``free``,
   so the next step's tensors of the same size fault their pages in again, and
   the zero-fills and copies of full-resolution logits run at page-fault speed.
   While training, large blocks stay in the heap and are reused
-  (about 0.1 s per step); afterwards the defaults come back and the heap is
+  (0.60 -> 0.49 s per step); afterwards the defaults come back and the heap is
   trimmed.
+* :func:`depthwise_in_fp32`: oneDNN's bf16 backward for depthwise convs is
+  slow except for 3x3, stride 1, undilated; the others run faster in fp32
+  (MobileNetV3's dilated 5x5 on 960 channels: 58 -> 38 ms, strided 5x5 on 72
+  channels: 31 -> 6 ms per backward). Those convs opt out of autocast.
 
-Running the depthwise convs that oneDNN's bf16 backward handles slowly in fp32
-(58 -> 38 ms for the dilated 5x5 on 960 channels) was tried and dropped: with
-those modules' classes swapped, the GUI's training thread crashed the
-interpreter (a refcount error in a C extension), not understood yet.
+  (This was once dropped because the GUI's training thread then died with
+  ``none_dealloc``. The cause was PySide6 6.12.0, which loses references to
+  None on every queued signal; the faster steps only sent the progress signal
+  often enough to get there sooner. See ``tests/gui/test_qt_refcounts.py``.)
 """
 
 from __future__ import annotations
@@ -25,9 +28,11 @@ from __future__ import annotations
 import ctypes
 import platform
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import torch
+from torch import nn
 
 # mallopt parameters (malloc.h)
 _M_TRIM_THRESHOLD = -1
@@ -107,3 +112,34 @@ def glibc_defaults() -> Iterator[None]:
             if _holders > 0:
                 libc.mallopt(_M_MMAP_THRESHOLD, _TRAIN_MMAP_THRESHOLD)
                 libc.mallopt(_M_TRIM_THRESHOLD, _TRAIN_TRIM_THRESHOLD)
+
+
+class _Fp32Conv2d(nn.Conv2d):
+    """A Conv2d that runs in fp32 under autocast (same parameters and state-dict keys)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(x.device.type, enabled=False):
+            return super().forward(x.float())
+
+
+def _slow_in_bf16(m: nn.Module) -> bool:
+    if type(m) is not nn.Conv2d or m.groups == 1 or m.groups != m.in_channels:
+        return False
+    fast = m.kernel_size == (3, 3) and m.stride == (1, 1) and m.dilation == (1, 1)
+    return not fast
+
+
+def depthwise_in_fp32(net: nn.Module) -> Callable[[], None]:
+    """Make the depthwise convs that are slow in bf16 run in fp32; returns a function that undoes it."""
+    changed = [m for m in net.modules() if _slow_in_bf16(m)]
+    for m in changed:
+        m.__class__ = _Fp32Conv2d
+    return lambda: plain_convs(net)
+
+
+def plain_convs(net: nn.Module) -> nn.Module:
+    """Undo :func:`depthwise_in_fp32` on ``net`` or on a copy of it (a saved or averaged network); returns it."""
+    for m in net.modules():
+        if type(m) is _Fp32Conv2d:
+            m.__class__ = nn.Conv2d
+    return net

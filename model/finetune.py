@@ -39,7 +39,7 @@ from annotation.atomic import atomic_write_bytes
 from annotation.errors import AtrousError
 from annotation.project import Project
 
-from .cputrain import keep_freed_memory
+from .cputrain import depthwise_in_fp32, keep_freed_memory, plain_convs
 from .data import Augment, DataError, Sample, load_project_samples, make_batch, normalise_full, split_train_val
 from .deeplabv3 import ArchSpec, DeepLabV3, build_deeplabv3
 from .metrics import ConfusionMatrix, SegMetrics
@@ -468,6 +468,8 @@ def _run(
 
     torch.manual_seed(config.seed)
     net = net.to(device)
+    if device.type == "cpu" and dtype == torch.bfloat16:
+        depthwise_in_fp32(net)  # only the modules' classes change; the saved copy gets plain ones back
     if config.channels_last:
         net = net.to(memory_format=torch.channels_last)
     net.train()
@@ -661,7 +663,7 @@ def _run(
     if best is None:
         report({"phase": "bn"})
         recompute_bn_stats(net, samples_train, mean, std, device, dtype, config.channels_last)
-    final = copy.deepcopy(net).cpu().eval()
+    final = plain_convs(copy.deepcopy(net)).cpu().eval()
     if best is not None:
         final.load_state_dict(best[1])
     report({"phase": "save"})

@@ -2,13 +2,64 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from model import cputrain
-from model.cputrain import keep_freed_memory
+from model.cputrain import depthwise_in_fp32, keep_freed_memory, plain_convs
+from model.deeplabv3 import build_deeplabv3
 from model.finetune import seg_loss
+
+
+def _depthwise(net: nn.Module) -> list[nn.Conv2d]:
+    return [m for m in net.modules() if isinstance(m, nn.Conv2d) and m.groups > 1 and m.groups == m.in_channels]
+
+
+def test_slow_depthwise_convs_run_in_fp32_and_undo_restores_them() -> None:
+    torch.manual_seed(0)
+    net = build_deeplabv3(backbone="mobilenet_v3_large", num_classes=3, aux_loss=True)
+    keys = list(net.state_dict())
+    undo = depthwise_in_fp32(net)
+    dws = _depthwise(net)
+    changed = [m for m in dws if type(m) is not nn.Conv2d]
+    kept = [m for m in dws if type(m) is nn.Conv2d]
+    # The fast bf16 case (3x3, stride 1, undilated) stays; strided, 5x5 and dilated ones change.
+    assert changed and kept
+    assert all(m.kernel_size == (3, 3) and m.stride == (1, 1) and m.dilation == (1, 1) for m in kept)
+    assert any(m.dilation != (1, 1) for m in changed) and any(m.kernel_size == (5, 5) for m in changed)
+    assert list(net.state_dict()) == keys
+    x = torch.randn(1, changed[0].in_channels, 16, 16, dtype=torch.bfloat16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert changed[0](x).dtype == torch.float32
+    undo()
+    assert all(type(m) is nn.Conv2d for m in _depthwise(net))
+
+
+def test_a_copy_of_a_changed_network_gets_plain_convs_back() -> None:
+    net = build_deeplabv3(backbone="mobilenet_v3_large", num_classes=3, aux_loss=False)
+    depthwise_in_fp32(net)
+    twin = copy.deepcopy(net)  # what an averaged or saved copy is made from
+    assert any(type(m) is not nn.Conv2d for m in _depthwise(twin))
+    assert plain_convs(twin) is twin
+    assert all(type(m) is nn.Conv2d for m in _depthwise(twin))
+    assert any(type(m) is not nn.Conv2d for m in _depthwise(net))  # the original is left alone
+
+
+def test_fp32_depthwise_training_step_matches_the_plain_one() -> None:
+    torch.manual_seed(0)
+    net = build_deeplabv3(backbone="mobilenet_v3_large", num_classes=3, aux_loss=True).train()
+    x = torch.randn(2, 3, 64, 64)
+    y = torch.randint(0, 3, (2, 64, 64))
+    torch.manual_seed(1)  # the same dropout mask both times
+    ref = seg_loss(net(x, upsample=False)["out"], y, None)
+    undo = depthwise_in_fp32(net)
+    torch.manual_seed(1)
+    got = seg_loss(net(x, upsample=False)["out"], y, None)
+    undo()
+    assert torch.allclose(ref, got, atol=1e-5)
 
 
 def test_seg_loss_upsamples_small_logits_like_the_network_would() -> None:
