@@ -50,6 +50,7 @@ def main() -> None:
     from annotation.formats.maskdir import read_mask_folder
     from annotation.imageio import load_image
     from annotation.project import Project
+    from model.data import scaled_size
     from model.finetune import finetune
     from model.predictor import Predictor
     from model.weights import load_checkpoint
@@ -82,9 +83,8 @@ def main() -> None:
                 wrong.append(float(((pred.labels != gt) & labelled).sum() / max(1, int(labelled.sum()))))
                 scores["mean confidence"].append(1.0 - pred.mean_confidence)  # high = on top of the queue
                 h, w = img.shape[:2]
-                s = loaded.meta.input_size / min(h, w)
                 x = torch.from_numpy(img.copy()).permute(2, 0, 1).float()[None] / 255.0
-                x = F.interpolate(x, size=(round(h * s), round(w * s)), mode="bilinear", align_corners=False)
+                x = F.interpolate(x, size=scaled_size(h, w, loaded.meta.input_size), mode="bilinear", align_corners=False)
                 with torch.no_grad():
                     logits = net((x - mean) / std)["out"]
                 p = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0].softmax(0)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import ctypes
 import platform
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import torch
@@ -129,16 +129,16 @@ def _slow_in_bf16(m: nn.Module) -> bool:
     return not fast
 
 
-def depthwise_in_fp32(net: nn.Module) -> Callable[[], None]:
-    """Make the depthwise convs that are slow in bf16 run in fp32; returns a function that undoes it."""
-    changed = [m for m in net.modules() if _slow_in_bf16(m)]
-    for m in changed:
-        m.__class__ = _Fp32Conv2d
-    return lambda: plain_convs(net)
+def depthwise_in_fp32(net: nn.Module) -> nn.Module:
+    """Make the depthwise convs that are slow in bf16 run in fp32 (undo with :func:`plain_convs`); returns ``net``."""
+    for m in net.modules():
+        if _slow_in_bf16(m):
+            m.__class__ = _Fp32Conv2d
+    return net
 
 
 def plain_convs(net: nn.Module) -> nn.Module:
-    """Undo :func:`depthwise_in_fp32` on ``net`` or on a copy of it (a saved or averaged network); returns it."""
+    """Undo :func:`depthwise_in_fp32` on ``net`` or on a deep copy of it (the saved network); returns it."""
     for m in net.modules():
         if type(m) is _Fp32Conv2d:
             m.__class__ = nn.Conv2d

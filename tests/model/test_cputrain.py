@@ -22,7 +22,7 @@ def test_slow_depthwise_convs_run_in_fp32_and_undo_restores_them() -> None:
     torch.manual_seed(0)
     net = build_deeplabv3(backbone="mobilenet_v3_large", num_classes=3, aux_loss=True)
     keys = list(net.state_dict())
-    undo = depthwise_in_fp32(net)
+    assert depthwise_in_fp32(net) is net
     dws = _depthwise(net)
     changed = [m for m in dws if type(m) is not nn.Conv2d]
     kept = [m for m in dws if type(m) is nn.Conv2d]
@@ -34,14 +34,14 @@ def test_slow_depthwise_convs_run_in_fp32_and_undo_restores_them() -> None:
     x = torch.randn(1, changed[0].in_channels, 16, 16, dtype=torch.bfloat16)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert changed[0](x).dtype == torch.float32
-    undo()
+    plain_convs(net)
     assert all(type(m) is nn.Conv2d for m in _depthwise(net))
 
 
 def test_a_copy_of_a_changed_network_gets_plain_convs_back() -> None:
     net = build_deeplabv3(backbone="mobilenet_v3_large", num_classes=3, aux_loss=False)
     depthwise_in_fp32(net)
-    twin = copy.deepcopy(net)  # what an averaged or saved copy is made from
+    twin = copy.deepcopy(net)  # what the saved copy is made from
     assert any(type(m) is not nn.Conv2d for m in _depthwise(twin))
     assert plain_convs(twin) is twin
     assert all(type(m) is nn.Conv2d for m in _depthwise(twin))
@@ -55,10 +55,10 @@ def test_fp32_depthwise_training_step_matches_the_plain_one() -> None:
     y = torch.randint(0, 3, (2, 64, 64))
     torch.manual_seed(1)  # the same dropout mask both times
     ref = seg_loss(net(x, upsample=False)["out"], y, None)
-    undo = depthwise_in_fp32(net)
+    depthwise_in_fp32(net)
     torch.manual_seed(1)
     got = seg_loss(net(x, upsample=False)["out"], y, None)
-    undo()
+    plain_convs(net)
     assert torch.allclose(ref, got, atol=1e-5)
 
 
