@@ -199,6 +199,35 @@ def build_deeplabv3(
     )
 
 
+def zero_init_residuals(net: nn.Module) -> int:
+    """Zero the scale of the last BatchNorm in every residual block, so each block starts as the identity.
+
+    For training from a random init only (Goyal et al., "Accurate, Large Minibatch
+    SGD", 2017; torchvision's ``zero_init_residual``): the signal then passes the
+    untrained blocks unchanged, and the blocks grow in from there. On CamVid, 224
+    steps from scratch on 32 images, it lifted held-out mIoU on each of 4 seeds
+    (mean 0.337 to 0.381, worst seed 0.267 to 0.367); ``bench/label_loop.py``
+    measures what that does to the loop.
+    Returns how many blocks were changed.
+    """
+    from torchvision.models.mobilenetv3 import InvertedResidual
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    n = 0
+    for m in net.modules():
+        bn = None
+        if isinstance(m, InvertedResidual) and m.use_res_connect:
+            bn = m.block[-1][1]  # the projection: conv, BatchNorm, no activation
+        elif isinstance(m, Bottleneck):
+            bn = m.bn3
+        elif isinstance(m, BasicBlock):
+            bn = m.bn2
+        if isinstance(bn, nn.BatchNorm2d):
+            nn.init.zeros_(bn.weight)
+            n += 1
+    return n
+
+
 def build_from_spec(spec: ArchSpec) -> DeepLabV3:
     """Rebuild an untrained network of the shape ``spec`` describes."""
     return build_deeplabv3(

@@ -41,7 +41,7 @@ from annotation.project import Project
 
 from .cputrain import depthwise_in_fp32, keep_freed_memory, plain_convs
 from .data import Augment, DataError, Sample, load_project_samples, make_batch, normalise_full, split_train_val
-from .deeplabv3 import ArchSpec, DeepLabV3, build_deeplabv3
+from .deeplabv3 import ArchSpec, DeepLabV3, build_deeplabv3, zero_init_residuals
 from .metrics import ConfusionMatrix, SegMetrics
 from .predictor import pick_device, pick_dtype
 from .weights import REGISTRY, LoadedModel, ModelMeta, WeightsError, load_model, save_checkpoint, torchvision_cache_dir
@@ -64,7 +64,8 @@ class FinetuneConfig:
     """Everything a run needs; stored with the model version it produces.
 
     ``base``: ``None`` (the project's active version, else torchvision's pretrained
-    MobileNet when cached, else a random init), ``"scratch"``, a registry name, a
+    MobileNet when cached, else a random init with identity residual blocks, see
+    :func:`model.deeplabv3.zero_init_residuals`), ``"scratch"``, a registry name, a
     checkpoint path, or a project version (``"v3"`` or ``"3"``).
     Either ``epochs`` or ``minutes`` bounds the run (default 30 epochs).
     ``correction_weight`` > 1 up-weights the pixels a person changed in the pre-label.
@@ -207,6 +208,7 @@ def build_training_network(
     n = len(class_names)
     if base is None:
         net = build_deeplabv3(backbone=backbone, num_classes=n, output_stride=output_stride, atrous_rates=(12, 24, 36), aux_loss=True)
+        zero_init_residuals(net)
         return net, "random init"
     arch = base.meta.arch
     net = build_deeplabv3(

@@ -136,3 +136,40 @@ def test_upsample_false_gives_feature_resolution_logits() -> None:
     assert low["out"].shape == (1, 3, 4, 6) and low["aux"].shape == (1, 3, 8, 12)
     up = nn.functional.interpolate(low["out"], size=(64, 96), mode="bilinear", align_corners=False)
     assert torch.allclose(full["out"], up, atol=1e-5)
+
+
+@pytest.mark.parametrize("backbone", ["mobilenet_v3_large", "resnet50"])
+def test_zero_init_residuals_makes_every_residual_block_the_identity(backbone: str) -> None:
+    from torchvision.models.mobilenetv3 import InvertedResidual
+    from torchvision.models.resnet import Bottleneck
+
+    from model.deeplabv3 import zero_init_residuals
+
+    torch.manual_seed(0)
+    net = build_deeplabv3(backbone=backbone, num_classes=3, output_stride=16).eval()
+    blocks = [m for m in net.modules() if (isinstance(m, InvertedResidual) and m.use_res_connect)]
+    bottlenecks = [m for m in net.modules() if isinstance(m, Bottleneck)]
+    changed = zero_init_residuals(net)
+    assert changed == len(blocks) + len(bottlenecks) and changed >= 10
+    with torch.no_grad():
+        for b in blocks:
+            c = b.block[0][0].in_channels
+            x = torch.randn(1, c, 6, 6)
+            assert torch.allclose(b(x), x)
+        for b in bottlenecks:
+            if b.downsample is None:  # with a downsample the shortcut is a conv, not x
+                x = torch.randn(1, b.conv1.in_channels, 6, 6)
+                assert torch.allclose(b(x), torch.relu(x))
+    # the heads and non-residual blocks keep their random init
+    assert net.classifier[0].convs[0][1].weight.abs().sum() > 0
+
+
+def test_training_from_scratch_starts_with_identity_residual_blocks() -> None:
+    from torchvision.models.mobilenetv3 import InvertedResidual
+
+    from model.finetune import build_training_network
+
+    net, note = build_training_network(None, ["a", "b", "c"], backbone="mobilenet_v3_large", output_stride=16)
+    assert note == "random init"
+    last_bn = [m.block[-1][1].weight for m in net.modules() if isinstance(m, InvertedResidual) and m.use_res_connect]
+    assert last_bn and all(bool((w == 0).all()) for w in last_bn)
