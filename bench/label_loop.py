@@ -86,7 +86,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=8, help="images corrected per round (default 8)")
     ap.add_argument("--rounds", type=int, default=None, help="default: until the pool is used up")
     ap.add_argument("--correction-weight", type=float, default=1.0)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=None, help="default: fine-tune's own (4 on the CPU)")
     ap.add_argument("--crop", type=int, default=320)
     ap.add_argument("--order", choices=["stratified", "sorted", "shuffled", "uncertain"], default="uncertain",
                     help="order the pool is corrected in: least confident pre-label first (the app's queue, default), "

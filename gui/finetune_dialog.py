@@ -164,8 +164,10 @@ class FinetuneDialog(QDialog):
         row.addWidget(self.minutes_spin)
         form.addRow("Length", row)
         self.batch_spin = QSpinBox()
-        self.batch_spin.setRange(1, 256)
-        self.batch_spin.setValue(8)
+        self.batch_spin.setRange(0, 256)
+        self.batch_spin.setSpecialValueText("auto (4 on the CPU, 8 on a GPU)")
+        self.batch_spin.setValue(0)
+        self.batch_spin.setToolTip("Images per training step (0: auto)")
         form.addRow("Batch size", self.batch_spin)
         self.crop_spin = QSpinBox()
         self.crop_spin.setRange(32, 2048)
@@ -234,7 +236,7 @@ class FinetuneDialog(QDialog):
         """The FinetuneConfig fields the settings give (plain data for the worker)."""
         opts: dict[str, Any] = {
             "base": self.base_combo.currentData(),
-            "batch_size": self.batch_spin.value(),
+            "batch_size": self.batch_spin.value() or None,
             "crop": self.crop_spin.value(),
             "correction_weight": float(self.weight_spin.value()),
             "device": self.device_combo.currentData(),

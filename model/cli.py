@@ -388,7 +388,7 @@ def add_finetune_arguments(f: argparse.ArgumentParser) -> None:
     g = f.add_mutually_exclusive_group()
     g.add_argument("--epochs", type=int, help="passes over the training images (default 30)")
     g.add_argument("--minutes", type=float, help="train for this long instead (LR schedule follows the clock)")
-    f.add_argument("--batch-size", type=int, default=8)
+    f.add_argument("--batch-size", type=int, default=None, help="images per training step (default: 4 on the CPU, 8 on a GPU)")
     f.add_argument("--crop", type=int, default=320, help="square training crop in pixels (padded with void)")
     f.add_argument("--input-size", type=int, default=None, help="training/inference scale, shorter side (default: the base's)")
     f.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")

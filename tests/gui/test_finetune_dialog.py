@@ -40,6 +40,7 @@ def test_a_run_saves_a_version_and_shows_per_class_iou(qtbot, corrected_project:
     qtbot.addWidget(dlg)
     assert dlg.start_button.isEnabled()
     assert dlg.options()["epochs"] == 30 and "minutes" not in dlg.options()  # the newcomer's defaults
+    assert dlg.options()["batch_size"] is None and dlg.batch_spin.text().startswith("auto")
     with qtbot.waitSignal(dlg.runFinished, timeout=120000):
         assert dlg.start(base=str(tiny_checkpoint), **FAST)
         assert not dlg.start()  # one run at a time

@@ -190,6 +190,17 @@ def test_correction_weights_use_the_kept_prelabels(tmp_path, monkeypatch) -> Non
     assert seen and max(seen) == pytest.approx(3.0)
 
 
+def test_a_batch_size_left_open_is_the_devices_default(tmp_path) -> None:
+    path, _ = make_tiny_project(tmp_path, n=6)
+    events: list[dict] = []
+    r = finetune(path, epochs=1, on_progress=events.append, **{**FAST, "batch_size": None})
+    assert r.config["batch_size"] == ft.DEFAULT_BATCH["cpu"] == 4
+    n_train = next(e["train"] for e in events if e["phase"] == "load" and "train" in e)
+    assert r.iterations == -(-n_train // 4)  # one epoch of batches of 4
+    with Project.open(path) as p:
+        assert p.active_model_version.metrics["config"]["batch_size"] == 4
+
+
 def test_minutes_budget_stops_on_time(tmp_path) -> None:
     path, _ = make_tiny_project(tmp_path, n=4)
     fake = {"t": 0.0}
