@@ -10,6 +10,7 @@ from PIL import Image
 
 from annotation.project import Project
 from gui.finetune_dialog import FinetuneDialog
+from model.finetune import DEFAULT_BATCH
 
 from .conftest import CLASSES, H, W, make_images
 from .test_prelabel import tiny_checkpoint  # noqa: F401  (session fixture)
@@ -41,6 +42,8 @@ def test_a_run_saves_a_version_and_shows_per_class_iou(qtbot, corrected_project:
     assert dlg.start_button.isEnabled()
     assert dlg.options()["epochs"] == 30 and "minutes" not in dlg.options()  # the newcomer's defaults
     assert dlg.options()["batch_size"] is None and dlg.batch_spin.text().startswith("auto")
+    # the dialog keeps torch out of its imports, so it spells out model.finetune's defaults
+    assert f"{DEFAULT_BATCH['cpu']} on the CPU, {DEFAULT_BATCH['gpu']} on a GPU" in dlg.batch_spin.text()
     with qtbot.waitSignal(dlg.runFinished, timeout=120000):
         assert dlg.start(base=str(tiny_checkpoint), **FAST)
         assert not dlg.start()  # one run at a time

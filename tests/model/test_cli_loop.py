@@ -131,3 +131,16 @@ def test_old_database_gains_the_confidence_column(tmp_path) -> None:
         assert p.image(rec.id).mean_confidence == 0.25
         with pytest.raises(Exception):
             p.set_mean_confidence(rec.id, 2.0)
+
+
+def test_finetune_batch_size_help_names_the_real_defaults() -> None:
+    import argparse
+
+    from model.cli import add_finetune_arguments
+    from model.finetune import DEFAULT_BATCH
+
+    p = argparse.ArgumentParser()
+    add_finetune_arguments(p)
+    action = next(a for a in p._actions if "--batch-size" in a.option_strings)
+    assert action.default is None  # left open, so finetune picks by device
+    assert f"{DEFAULT_BATCH['cpu']} on the CPU, {DEFAULT_BATCH['gpu']} on a GPU" in action.help
