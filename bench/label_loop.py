@@ -21,7 +21,9 @@ the 56 train images are the pool, the 18 val images the held-out set (void 11).
   with ``prelabel PROJECT``'s code path and score the held-out pre-labels.
 
 Reported per round: corrected images so far, pixels changed per corrected image (as a
-% of its labelled pixels), held-out mIoU of the new model, wall time of the round.
+% of its labelled pixels), how many of the round's images came from each video
+sequence (the dusk sequence 0001TP is the hardest; a round the queue fills with it
+costs more), held-out mIoU of the new model, wall time of the round.
 
     .venv/bin/python bench/label_loop.py [--minutes 2] [--k 8] [--correction-weight 1] [--order uncertain|stratified|sorted|shuffled]
 """
@@ -118,8 +120,13 @@ def main() -> None:
         project.add_images(CAMVID / "val" / "images")
         recs = project.images()
         pool = sorted((r for r in recs if "/train/" in str(project.image_path(r).resolve())), key=lambda r: r.path)
+
+        def sequence(r) -> str:
+            return Path(r.path).name.split("_")[0]
+
+        sequences = sorted({sequence(r) for r in pool})
         if args.order in ("stratified", "uncertain"):
-            pool = stratified(pool, key=lambda r: Path(r.path).name.split("_")[0])
+            pool = stratified(pool, key=sequence)
         elif args.order == "shuffled":
             # Sorted names walk through CamVid's three video sequences one after another, so
             # a round that enters an unseen sequence can look like a step back; a shuffle
@@ -131,7 +138,8 @@ def main() -> None:
         print(f"CamVid pool {len(pool)} / held-out {len(held)} images, {args.k} corrected per round ({args.order} order), "
               f"{args.minutes:g} min fine-tune per round, correction weight {args.correction_weight:g}, "
               f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-        print(f"{'round':>5s} {'corrected':>9s} {'px fixed/img':>12s} {'held-out mIoU':>13s} {'steps':>6s} {'time':>7s}")
+        mix_head = "/".join(sequences)
+        print(f"{'round':>5s} {'corrected':>9s} {'px fixed/img':>12s} {mix_head:>{len(mix_head)}s} {'held-out mIoU':>13s} {'steps':>6s} {'time':>7s}")
         fixed_pct: list[float] = []
         miou = float("nan")
         for rnd in range(n_rounds):
@@ -165,7 +173,9 @@ def main() -> None:
                 cm.update(gt[r.id], project.read_mask(r.id))
             miou = cm.compute().miou
             n_done = min(len(pool), (rnd + 1) * args.k)
-            print(f"{rnd:5d} {n_done:9d} {fixed_pct[-1]:11.1f}% {miou:13.3f} {result.iterations:6d} {time.perf_counter() - t0:6.0f}s", flush=True)
+            mix = "/".join(str(sum(sequence(r) == q for r in batch)) for q in sequences)
+            print(f"{rnd:5d} {n_done:9d} {fixed_pct[-1]:11.1f}% {mix:>{len(mix_head)}s} {miou:13.3f} {result.iterations:6d} "
+                  f"{time.perf_counter() - t0:6.0f}s", flush=True)
         trained_on = (len(fixed_pct) - 1) * args.k
         rises = [i for i in range(1, len(fixed_pct)) if fixed_pct[i] >= fixed_pct[i - 1]]
         drawn = sum(fixed_pct) * args.k / 100.0
