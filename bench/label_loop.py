@@ -12,7 +12,10 @@ the 56 train images are the pool, the 18 val images the held-out set (void 11).
   instead (CamVid's three video sequences in proportion to their size, frames
   from across each sequence), which isolates the model's part; ``--order
   sorted`` walks one sequence after another, ``--order shuffled`` takes a
-  seeded random order.
+  seeded random order. ``--order novel`` was a candidate for the app's queue:
+  least confident *and* unlike what is already corrected (:func:`novel_first`).
+  It spread the dusk frames over the rounds, but in 2 runs it fell every round
+  once, like the plain queue, and drew as much, so the app kept the plain queue.
 * Round 0: no model, so every labelled pixel of the first ``--k`` images must be drawn.
 * Every round: "correct" the next ``--k`` pool images (ground truth saved over the
   pre-label as ``edited``; the pixels that differ are counted), fine-tune the current
@@ -25,7 +28,7 @@ Reported per round: corrected images so far, pixels changed per corrected image 
 sequence (the dusk sequence 0001TP is the hardest; a round the queue fills with it
 costs more), held-out mIoU of the new model, wall time of the round.
 
-    .venv/bin/python bench/label_loop.py [--minutes 2] [--k 8] [--correction-weight 1] [--order uncertain|stratified|sorted|shuffled]
+    .venv/bin/python bench/label_loop.py [--minutes 2] [--k 8] [--correction-weight 1] [--order uncertain|stratified|sorted|shuffled|novel]
 """
 
 from __future__ import annotations
@@ -82,6 +85,27 @@ def stratified(items: list, key) -> list:
     return out
 
 
+def novel_first(rest: list, done: list, doubt: dict, look: dict, k: int) -> list:
+    """``rest`` reordered so that its first ``k`` are uncertain and unlike what is corrected.
+
+    Picked greedily, one at a time, by ``doubt * distance``: ``doubt`` is 1 - the mean
+    confidence of the image's pre-label, ``distance`` the Euclidean distance between
+    its ``look`` (a 16x12 RGB thumbnail) and the nearest one already corrected or
+    picked. A near copy of a corrected frame (the next frame of the same video) waits,
+    however unsure the model is of it, and a scene nobody has corrected yet comes early.
+    The rest follow, least confident first.
+    """
+    near = {r.id: min((float(np.linalg.norm(look[r.id] - look[d.id])) for d in done), default=1.0) for r in rest}
+    cand, picked = list(rest), []
+    while cand and len(picked) < k:
+        best = max(cand, key=lambda r: (doubt[r.id] * near[r.id], r.path))
+        picked.append(best)
+        cand.remove(best)
+        for r in cand:
+            near[r.id] = min(near[r.id], float(np.linalg.norm(look[r.id] - look[best.id])))
+    return picked + sorted(cand, key=lambda r: (-doubt[r.id], r.path))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--minutes", type=float, default=2.0, help="fine-tune budget per round (default 2)")
@@ -90,9 +114,9 @@ def main() -> None:
     ap.add_argument("--correction-weight", type=float, default=1.0)
     ap.add_argument("--batch-size", type=int, default=None, help="default: fine-tune's own (4 on the CPU)")
     ap.add_argument("--crop", type=int, default=320)
-    ap.add_argument("--order", choices=["stratified", "sorted", "shuffled", "uncertain"], default="uncertain",
+    ap.add_argument("--order", choices=["stratified", "sorted", "shuffled", "uncertain", "novel"], default="uncertain",
                     help="order the pool is corrected in: least confident pre-label first (the app's queue, default), "
-                         "sequences interleaved, by name, or a seeded shuffle")
+                         "sequences interleaved, by name, a seeded shuffle, or least confident and unlike the corrected ones")
     ap.add_argument("--seed", type=int, default=0, help="seed of the shuffled order")
     args = ap.parse_args()
 
@@ -125,7 +149,7 @@ def main() -> None:
             return Path(r.path).name.split("_")[0]
 
         sequences = sorted({sequence(r) for r in pool})
-        if args.order in ("stratified", "uncertain"):
+        if args.order in ("stratified", "uncertain", "novel"):
             pool = stratified(pool, key=sequence)
         elif args.order == "shuffled":
             # Sorted names walk through CamVid's three video sequences one after another, so
@@ -149,6 +173,16 @@ def main() -> None:
                 conf = {r.id: r.mean_confidence for r in project.images()}
                 rest = sorted(pool[rnd * args.k :], key=lambda r: (conf[r.id] is None, conf[r.id] or 0.0, r.path))
                 pool = pool[: rnd * args.k] + rest
+            elif args.order == "novel" and rnd > 0:
+                if rnd == 1:
+                    from PIL import Image
+
+                    look = {}
+                    for r in pool:
+                        with Image.open(project.image_path(r)) as im:
+                            look[r.id] = np.asarray(im.convert("RGB").resize((16, 12), Image.BILINEAR), np.float32).ravel() / 255.0
+                doubt = {r.id: 1.0 - (r.mean_confidence or 0.0) for r in project.images()}
+                pool = pool[: rnd * args.k] + novel_first(pool[rnd * args.k :], pool[: rnd * args.k], doubt, look, args.k)
             batch = pool[rnd * args.k : (rnd + 1) * args.k]
             if not batch:
                 break
