@@ -85,6 +85,11 @@ def stratified(items: list, key) -> list:
     return out
 
 
+def sequence(rec) -> str:
+    """The CamVid video sequence an image record comes from (its name's prefix, e.g. ``0001TP``)."""
+    return Path(rec.path).name.split("_")[0]
+
+
 def novel_first(rest: list, done: list, doubt: dict, look: dict, k: int) -> list:
     """``rest`` reordered so that its first ``k`` are uncertain and unlike what is corrected.
 
@@ -123,6 +128,7 @@ def main() -> None:
     import torch
 
     from annotation.formats.maskdir import read_mask_folder
+    from annotation.imageio import load_image
     from annotation.project import Project
     from model.cli import prelabel_project
     from model.finetune import finetune
@@ -144,10 +150,6 @@ def main() -> None:
         project.add_images(CAMVID / "val" / "images")
         recs = project.images()
         pool = sorted((r for r in recs if "/train/" in str(project.image_path(r).resolve())), key=lambda r: r.path)
-
-        def sequence(r) -> str:
-            return Path(r.path).name.split("_")[0]
-
         sequences = sorted({sequence(r) for r in pool})
         if args.order in ("stratified", "uncertain", "novel"):
             pool = stratified(pool, key=sequence)
@@ -164,6 +166,11 @@ def main() -> None:
               f"torch {torch.__version__}, {torch.get_num_threads()} threads")
         mix_head = "/".join(sequences)
         print(f"{'round':>5s} {'corrected':>9s} {'px fixed/img':>12s} {mix_head:>{len(mix_head)}s} {'held-out mIoU':>13s} {'steps':>6s} {'time':>7s}")
+        if args.order == "novel":
+            from PIL import Image
+
+            look = {r.id: np.asarray(Image.fromarray(load_image(project.image_path(r))).resize((16, 12), Image.BILINEAR),
+                                     np.float32).ravel() / 255.0 for r in pool}
         fixed_pct: list[float] = []
         miou = float("nan")
         for rnd in range(n_rounds):
@@ -174,13 +181,6 @@ def main() -> None:
                 rest = sorted(pool[rnd * args.k :], key=lambda r: (conf[r.id] is None, conf[r.id] or 0.0, r.path))
                 pool = pool[: rnd * args.k] + rest
             elif args.order == "novel" and rnd > 0:
-                if rnd == 1:
-                    from PIL import Image
-
-                    look = {}
-                    for r in pool:
-                        with Image.open(project.image_path(r)) as im:
-                            look[r.id] = np.asarray(im.convert("RGB").resize((16, 12), Image.BILINEAR), np.float32).ravel() / 255.0
                 doubt = {r.id: 1.0 - (r.mean_confidence or 0.0) for r in project.images()}
                 pool = pool[: rnd * args.k] + novel_first(pool[rnd * args.k :], pool[: rnd * args.k], doubt, look, args.k)
             batch = pool[rnd * args.k : (rnd + 1) * args.k]

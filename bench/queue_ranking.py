@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from _common import CAMVID, VOID
-from label_loop import stratified
+from label_loop import sequence, stratified
 
 
 def ranks(v: np.ndarray) -> np.ndarray:
@@ -61,7 +61,7 @@ def main() -> None:
         truth = {item.image_path.name: item.mask for item in res.items}
         project = Project.create(tmp / "proj", res.classes)
         project.add_images(CAMVID / "train" / "images")
-        pool = stratified(sorted(project.images(), key=lambda r: r.path), key=lambda r: Path(r.path).name.split("_")[0])
+        pool = stratified(sorted(project.images(), key=lambda r: r.path), key=sequence)
         done = 0
         print(f"CamVid pool {len(pool)}; a {args.minutes:g}-minute model per row; top {args.k} of the rest vs the oracle's")
         for n in sorted(args.train):
