@@ -11,7 +11,7 @@ from torch import nn
 from model import cpufuse
 from model.cpufuse import FusedBottleneck, FusedConv2d, GlobalMeanPool, fused_for_cpu
 from model.deeplabv3 import build_deeplabv3
-from model.predictor import Predictor, fold_batchnorm
+from model.predictor import Predictor, cpu_has_native_bf16, fold_batchnorm
 
 from .helpers import randomize_bn, tiny_model
 
@@ -55,13 +55,18 @@ def test_fused_network_equals_the_plain_one_in_fp32(arch, resnet) -> None:
     assert not any(isinstance(m, FusedConv2d) for m in plain.modules())
 
 
-def test_fused_bf16_stays_close_to_plain_bf16(resnet) -> None:
+def test_fused_bf16_stays_close_to_plain_bf16_where_the_cpu_runs_it(resnet) -> None:
     plain = _inference_copy(resnet, torch.bfloat16)
     fused = fused_for_cpu(plain, torch.bfloat16)
-    assert fused is not None
+    # oneDNN's bf16 convolutions need AVX512 (BW/VL/DQ) or AVX-NE-CONVERT; on an AVX2-only
+    # CPU the probe must refuse, so the predictor keeps the plain network instead of crashing.
+    assert (fused is not None) == cpu_has_native_bf16()
     x = torch.randn(1, 3, 64, 80).contiguous(memory_format=torch.channels_last).to(torch.bfloat16)
-    ref, out = _logits(plain, x), _logits(fused, x)
-    assert ((ref - out).norm() / ref.norm()).item() < 0.02
+    ref = _logits(plain, x)
+    assert torch.isfinite(ref).all()
+    if fused is not None:
+        out = _logits(fused, x)
+        assert ((ref - out).norm() / ref.norm()).item() < 0.02
 
 
 def test_in_place_residual_gives_the_plain_blocks_result(resnet) -> None:
