@@ -37,7 +37,17 @@ class AtrousConv2d(nn.Conv2d):
     and 36 reduce to 1x1 convs: 9x fewer multiply-adds, same result, and the
     gradients of the skipped taps were zero anyway. Parameters and state-dict
     keys are those of ``nn.Conv2d``.
+
+    When training on the CPU with a rate shorter than the map but not by much
+    (rate 12 on those 20x20 features, where 64 % of the dense conv's
+    multiply-adds read padding), the weight gradient is computed tap by tap,
+    each tap one matrix product over only the positions where it reads real
+    features (:class:`_TapWeightGrad`); oneDNN's dense weight gradient for a
+    dilated conv is slow.
     """
+
+    #: Weight gradients tap by tap when at most this share of the dense conv's work reads real features.
+    TAPS_BELOW = 0.6
 
     def __init__(self, in_channels: int, out_channels: int, rate: int) -> None:
         super().__init__(in_channels, out_channels, 3, padding=rate, dilation=rate, bias=False)
@@ -46,11 +56,73 @@ class AtrousConv2d(nn.Conv2d):
         h, w = x.shape[-2:]
         rate = self.dilation[0]
         if rate < h and rate < w:
+            if (
+                x.device.type == "cpu" and self.bias is None and torch.is_grad_enabled()
+                and _real_share(h, w, rate) <= self.TAPS_BELOW
+            ):
+                return _TapWeightGrad.apply(x, self.weight, rate)
             return super().forward(x)
         rows = slice(1, 2) if rate >= h else slice(0, 3)
         cols = slice(1, 2) if rate >= w else slice(0, 3)
         padding = (0 if rate >= h else rate, 0 if rate >= w else rate)
         return F.conv2d(x, self.weight[:, :, rows, cols], self.bias, 1, padding, self.dilation)
+
+
+def _real_share(h: int, w: int, rate: int) -> float:
+    """The share of a 3x3 conv's multiply-adds (dilation and padding ``rate``) that read the map, not padding."""
+    rows = h + 2 * max(0, h - rate)
+    cols = w + 2 * max(0, w - rate)
+    return rows * cols / (9 * h * w)
+
+
+class _TapWeightGrad(torch.autograd.Function):
+    """A dense 3x3 atrous conv (no bias) whose weight gradient skips the positions a tap reads as padding.
+
+    Forward and input gradient are oneDNN's dense ones, which are fast. The
+    weight gradient of tap (i, j) is ``grad_out[region]^T @ x[region shifted by
+    the tap]``, one matrix product over just the output positions whose tap
+    lands inside the map. fp32 on 2 CPU cores, 960 -> 256 channels at rate 12
+    on 4 x 20 x 20 features: forward and backward about 200 ms dense, 97 ms so.
+    Under autocast it computes in the autocast dtype, as the dense conv would.
+    """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, rate: int) -> torch.Tensor:  # type: ignore[override]
+        dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
+        xc, wc = x.to(dtype), weight.to(dtype)
+        ctx.save_for_backward(xc, wc)
+        ctx.rate, ctx.x_dtype, ctx.w_dtype = rate, x.dtype, weight.dtype
+        with torch.autocast(x.device.type, enabled=False):
+            return F.conv2d(xc, wc, None, 1, rate, rate)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        rate = ctx.rate
+        grad = grad.to(x.dtype)
+        grad_x = grad_w = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.ops.aten.convolution_backward(
+                grad, x, weight, None, (1, 1), (rate, rate), (rate, rate), False, (0, 0), 1, (True, False, False)
+            )[0].to(ctx.x_dtype)
+        if ctx.needs_input_grad[1]:
+            n, c, h, w = x.shape
+            o = grad.shape[1]
+            xl, gl = x.permute(0, 2, 3, 1), grad.permute(0, 2, 3, 1)  # (N, H, W, C): views of channels-last memory
+            grad_w = torch.zeros((o, c, 3, 3), dtype=x.dtype, device=x.device)
+            for i in range(3):
+                dy = (i - 1) * rate
+                y0, y1 = max(0, -dy), min(h, h - dy)  # output rows whose tap row lies inside the map
+                for j in range(3):
+                    dx = (j - 1) * rate
+                    x0, x1 = max(0, -dx), min(w, w - dx)
+                    if y0 >= y1 or x0 >= x1:
+                        continue
+                    g_part = gl[:, y0:y1, x0:x1].reshape(-1, o)
+                    x_part = xl[:, y0 + dy : y1 + dy, x0 + dx : x1 + dx].reshape(-1, c)
+                    grad_w[:, :, i, j] = g_part.t() @ x_part
+            grad_w = grad_w.to(ctx.w_dtype)
+        return grad_x, grad_w, None
 
 
 class ASPPConv(nn.Sequential):

@@ -39,7 +39,7 @@ from annotation.atomic import atomic_write_bytes
 from annotation.errors import AtrousError
 from annotation.project import Project
 
-from .cputrain import depthwise_in_fp32, keep_freed_memory, plain_convs
+from .cputrain import depthwise_in_fp32, keep_freed_memory, phased_dilated_depthwise, plain_convs
 from .data import Augment, DataError, Sample, load_project_samples, make_batch, normalise_full, split_train_val
 from .deeplabv3 import ArchSpec, DeepLabV3, build_deeplabv3, zero_init_residuals
 from .metrics import ConfusionMatrix, SegMetrics
@@ -254,6 +254,25 @@ def seg_loss(logits: torch.Tensor, target: torch.Tensor, weights: torch.Tensor |
     per_pixel = F.cross_entropy(logits, target, ignore_index=255, reduction="none")
     w = weights * (target != 255)
     return (per_pixel * w).sum() / w.sum().clamp(min=1.0)
+
+
+def make_optimizer(params: list[nn.Parameter], name: str, *, lr: float, weight_decay: float, momentum: float) -> torch.optim.Optimizer:
+    """AdamW or SGD with fused kernels where this PyTorch has them for the parameters' device.
+
+    The default implementation loops over the ~200 parameter tensors with a
+    handful of small ops each; the fused one makes one pass. For DeepLabV3-MobileNetV3
+    on a 2-core CPU an AdamW step took 81 ms plain and 17 ms fused, a noticeable
+    share of a training step (same update up to float rounding).
+    """
+    if name == "adamw":
+        cls: type[torch.optim.Optimizer] = torch.optim.AdamW
+        kwargs: dict[str, Any] = {"lr": lr, "weight_decay": weight_decay}
+    else:
+        cls, kwargs = torch.optim.SGD, {"lr": lr, "momentum": momentum, "weight_decay": weight_decay}
+    try:
+        return cls(params, fused=True, **kwargs)
+    except (RuntimeError, ValueError, TypeError):  # no fused kernels for this device or dtype
+        return cls(params, **kwargs)
 
 
 def _is_oom(e: BaseException) -> bool:
@@ -476,8 +495,11 @@ def _run(
 
     torch.manual_seed(config.seed)
     net = net.to(device)
-    if device.type == "cpu" and dtype == torch.bfloat16:
-        depthwise_in_fp32(net)  # only the modules' classes change; the saved copy gets plain ones back
+    if device.type == "cpu":
+        # Only the modules' classes change; the saved copy gets plain ones back (plain_convs).
+        phased_dilated_depthwise(net)
+        if dtype == torch.bfloat16:
+            depthwise_in_fp32(net)
     if config.channels_last:
         net = net.to(memory_format=torch.channels_last)
     net.train()
@@ -493,10 +515,7 @@ def _run(
 
     lr = config.lr if config.lr is not None else (2e-3 if config.optimizer == "adamw" else 0.02)
     params = [p for p in net.parameters() if p.requires_grad]
-    if config.optimizer == "adamw":
-        opt: torch.optim.Optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay)
-    else:
-        opt = torch.optim.SGD(params, lr=lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    opt = make_optimizer(params, config.optimizer, lr=lr, weight_decay=config.weight_decay, momentum=config.momentum)
 
     aug = Augment(crop=config.crop, scale_range=tuple(config.scale_range), hflip=config.hflip, jitter=config.jitter)  # type: ignore[arg-type]
     gen = torch.Generator().manual_seed(config.seed * 1000 + rank)

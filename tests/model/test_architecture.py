@@ -110,21 +110,69 @@ def test_resnet101_state_dict_loads_strictly() -> None:
     assert ours.load_state_dict(tv.state_dict(), strict=True).missing_keys == []
 
 
+def _ours_and_dense(cin: int, cout: int, rate: int) -> tuple[nn.Module, nn.Module]:
+    """An AtrousConv2d and a plain dilated conv with the same weights."""
+    torch.manual_seed(0)
+    ours = aspp_module.AtrousConv2d(cin, cout, rate)
+    plain = nn.Conv2d(cin, cout, 3, padding=rate, dilation=rate, bias=False)
+    plain.load_state_dict(ours.state_dict())
+    return ours, plain
+
+
+def _backward_both(a: torch.Tensor, b: torch.Tensor) -> None:
+    g = torch.randn_like(a.float())
+    (a.float() * g).sum().backward()
+    (b.float() * g).sum().backward()
+
+
 @pytest.mark.parametrize(("rate", "size"), [(2, (5, 7)), (6, (5, 9)), (6, (9, 5)), (12, (4, 4)), (3, (3, 3))])
 def test_atrous_conv_skipping_padding_taps_is_exact(rate: int, size: tuple[int, int]) -> None:
     # Axes no longer than the rate use only the kernel's centre; values and weight gradients must not change.
-    torch.manual_seed(0)
-    ours = aspp_module.AtrousConv2d(4, 5, rate)
-    plain = nn.Conv2d(4, 5, 3, padding=rate, dilation=rate, bias=False)
-    plain.load_state_dict(ours.state_dict())
+    ours, plain = _ours_and_dense(4, 5, rate)
     x = torch.randn(2, 4, *size)
     a, b = ours(x), plain(x)
     assert a.shape == b.shape == (2, 5, *size)
     assert torch.allclose(a, b, atol=1e-5, rtol=0)
-    g = torch.randn_like(a)
-    (a * g).sum().backward()
-    (b * g).sum().backward()
+    _backward_both(a, b)
     assert torch.allclose(ours.weight.grad, plain.weight.grad, atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(("rate", "size", "by_taps"), [(12, (20, 20), True), (12, (23, 30), True), (6, (8, 13), True), (2, (20, 20), False)])
+def test_atrous_conv_weight_gradient_by_taps_is_exact(rate: int, size: tuple[int, int], by_taps: bool, monkeypatch) -> None:
+    # Training on the CPU with a rate a little shorter than the map: the weight gradient is one
+    # matrix product per tap over the part of the map it reads. Values and both gradients must be
+    # the dense conv's.
+    ours, plain = _ours_and_dense(6, 5, rate)
+    calls = []
+    real = aspp_module._TapWeightGrad.apply
+    monkeypatch.setattr(aspp_module._TapWeightGrad, "apply", lambda *a: calls.append(1) or real(*a))
+    x = torch.randn(2, 6, *size).contiguous(memory_format=torch.channels_last).requires_grad_()
+    xp = x.detach().clone().requires_grad_()
+    a, b = ours(x), plain(xp)
+    assert bool(calls) == by_taps
+    assert a.shape == b.shape == (2, 5, *size)
+    assert torch.allclose(a, b, atol=1e-5, rtol=0)
+    _backward_both(a, b)
+    assert torch.allclose(ours.weight.grad, plain.weight.grad, atol=1e-4, rtol=0)
+    assert torch.allclose(x.grad, xp.grad, atol=1e-5, rtol=0)
+    # without gradients (inference, validation) the dense conv runs
+    calls.clear()
+    with torch.no_grad():
+        assert torch.allclose(ours(x), b, atol=1e-5, rtol=0)
+    assert not calls
+
+
+def test_atrous_conv_weight_gradient_by_taps_under_bf16_autocast() -> None:
+    ours, plain = _ours_and_dense(8, 4, 12)
+    x = torch.randn(2, 8, 20, 20).contiguous(memory_format=torch.channels_last)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        a, b = ours(x), plain(x)
+    assert a.dtype == b.dtype == torch.bfloat16
+    assert torch.allclose(a.float(), b.float(), atol=0.05)
+    _backward_both(a, b)
+    assert ours.weight.grad.dtype == torch.float32
+    rel = (ours.weight.grad - plain.weight.grad).norm() / plain.weight.grad.norm()
+    assert rel < 0.02
 
 
 def test_upsample_false_gives_feature_resolution_logits() -> None:

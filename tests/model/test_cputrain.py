@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from model import cputrain
-from model.cputrain import depthwise_in_fp32, keep_freed_memory, plain_convs
+from model.cputrain import depthwise_in_fp32, keep_freed_memory, phased_dilated_depthwise, plain_convs
 from model.deeplabv3 import build_deeplabv3
 from model.finetune import seg_loss
 
@@ -60,6 +60,60 @@ def test_fp32_depthwise_training_step_matches_the_plain_one() -> None:
     got = seg_loss(net(x, upsample=False)["out"], y, None)
     plain_convs(net)
     assert torch.allclose(ref, got, atol=1e-5)
+
+
+@pytest.mark.parametrize(("channels", "k", "d", "size"), [(8, 5, 2, (20, 20)), (8, 5, 2, (23, 30)), (6, 3, 3, (10, 7)), (5, 5, 4, (3, 9))])
+def test_a_dilated_depthwise_conv_by_phases_is_exact(channels, k, d, size) -> None:
+    torch.manual_seed(0)
+    conv = nn.Conv2d(channels, channels, k, padding=d * (k - 1) // 2, dilation=d, groups=channels, bias=True)
+    ref = copy.deepcopy(conv)
+    phased_dilated_depthwise(conv)
+    assert type(conv) is not nn.Conv2d
+    x = torch.randn(2, channels, *size).contiguous(memory_format=torch.channels_last).requires_grad_()
+    xr = x.detach().clone().requires_grad_()
+    a, b = conv(x), ref(xr)
+    assert a.shape == b.shape and a.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(a, b, atol=1e-5)
+    g = torch.randn_like(a)
+    (a * g).sum().backward()
+    (b * g).sum().backward()
+    assert torch.allclose(x.grad, xr.grad, atol=1e-5)
+    assert torch.allclose(conv.weight.grad, ref.weight.grad, atol=1e-4)
+    assert torch.allclose(conv.bias.grad, ref.bias.grad, atol=1e-4)
+
+
+def test_only_dilated_depthwise_convs_are_phased_and_undo_restores_them() -> None:
+    net = build_deeplabv3(backbone="mobilenet_v3_large", num_classes=3, output_stride=16, aux_loss=True)
+    keys = list(net.state_dict())
+    phased_dilated_depthwise(net)
+    depthwise_in_fp32(net)  # the bf16 path: the phased ones are left as they are
+    phased = [m for m in net.modules() if type(m) is cputrain._PhasedDepthwiseConv2d]
+    assert len(phased) == 3 and all(m.dilation == (2, 2) and m.kernel_size == (5, 5) for m in phased)
+    assert not any(type(m) is cputrain._PhasedDepthwiseConv2d and m.dilation == (1, 1) for m in net.modules())
+    assert list(net.state_dict()) == keys
+    plain_convs(net)
+    assert all(type(m) is nn.Conv2d for m in _depthwise(net))
+
+
+def test_phased_training_step_matches_the_plain_one() -> None:
+    torch.manual_seed(0)
+    net = build_deeplabv3(backbone="mobilenet_v3_large", num_classes=3, aux_loss=True).train()
+    x = torch.randn(2, 3, 96, 96)
+    y = torch.randint(0, 3, (2, 96, 96))
+    torch.manual_seed(1)
+    ref = seg_loss(net(x, upsample=False)["out"], y, None)
+    ref.backward()
+    ref_grads = [None if p.grad is None else p.grad.clone() for p in net.parameters()]  # the aux head gets none
+    net.zero_grad()
+    phased_dilated_depthwise(net)
+    torch.manual_seed(1)
+    got = seg_loss(net(x, upsample=False)["out"], y, None)
+    got.backward()
+    plain_convs(net)
+    assert torch.allclose(ref, got, atol=1e-5)
+    pairs = list(zip(ref_grads, net.parameters()))
+    assert all((a is None) == (p.grad is None) for a, p in pairs) and sum(a is not None for a, _ in pairs) > 100
+    assert all(torch.allclose(a, p.grad, atol=1e-4, rtol=1e-3) for a, p in pairs if a is not None)
 
 
 def test_seg_loss_upsamples_small_logits_like_the_network_would() -> None:

@@ -212,3 +212,35 @@ def test_minutes_budget_stops_on_time(tmp_path) -> None:
     r = finetune(path, minutes=0.5, clock=clock, **FAST)
     assert 0 < r.iterations < 30 and r.checkpoint_path is not None
     assert all(h["elapsed"] <= 40 for h in r.history)
+
+
+@pytest.mark.parametrize("name", ["adamw", "sgd"])
+def test_the_fused_optimizer_makes_the_plain_ones_update(name, monkeypatch) -> None:
+    torch.manual_seed(0)
+    weights = [torch.randn(7, 5), torch.randn(11)]
+    grads = [[torch.randn_like(w) for w in weights] for _ in range(3)]
+
+    def run(fused_ok: bool) -> tuple[torch.optim.Optimizer, list[torch.Tensor]]:
+        params = [torch.nn.Parameter(w.clone()) for w in weights]
+        if not fused_ok:
+            real = torch.optim.AdamW if name == "adamw" else torch.optim.SGD
+
+            def refuse(ps, fused=None, **kw):  # noqa: ANN001, ANN202
+                if fused:
+                    raise RuntimeError("`fused=True` requires all the params to be on a supported device")
+                return real(ps, **kw)
+
+            monkeypatch.setattr(torch.optim, "AdamW" if name == "adamw" else "SGD", refuse)
+        opt = ft.make_optimizer(params, name, lr=0.01, weight_decay=1e-4, momentum=0.9)
+        monkeypatch.undo()
+        for g in grads:
+            for p, gi in zip(params, g):
+                p.grad = gi.clone()
+            opt.step()
+        return opt, [p.detach() for p in params]
+
+    fused, a = run(True)
+    plain, b = run(False)
+    assert fused.defaults.get("fused") and not plain.defaults.get("fused")
+    assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a, b))
+    assert not torch.allclose(a[0], weights[0])  # the steps did move the weights
