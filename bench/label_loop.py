@@ -29,6 +29,7 @@ sequence (the dusk sequence 0001TP is the hardest; a round the queue fills with 
 costs more), held-out mIoU of the new model, wall time of the round.
 
     .venv/bin/python bench/label_loop.py [--minutes 2] [--k 8] [--correction-weight 1] [--order uncertain|stratified|sorted|shuffled|novel]
+        [--normalisation dataset|image]
 """
 
 from __future__ import annotations
@@ -119,6 +120,8 @@ def main() -> None:
     ap.add_argument("--correction-weight", type=float, default=1.0)
     ap.add_argument("--batch-size", type=int, default=None, help="default: fine-tune's own (4 on the CPU)")
     ap.add_argument("--crop", type=int, default=320)
+    ap.add_argument("--normalisation", choices=["dataset", "image"], default=None,
+                    help="input normalisation of the model trained in round 0 (default: fine-tune's, per image for a random init)")
     ap.add_argument("--order", choices=["stratified", "sorted", "shuffled", "uncertain", "novel"], default="uncertain",
                     help="order the pool is corrected in: least confident pre-label first (the app's queue, default), "
                          "sequences interleaved, by name, a seeded shuffle, or least confident and unlike the corrected ones")
@@ -163,6 +166,7 @@ def main() -> None:
         n_rounds = args.rounds or -(-len(pool) // args.k)
         print(f"CamVid pool {len(pool)} / held-out {len(held)} images, {args.k} corrected per round ({args.order} order), "
               f"{args.minutes:g} min fine-tune per round, correction weight {args.correction_weight:g}, "
+              f"normalisation {args.normalisation or 'default'}, "
               f"torch {torch.__version__}, {torch.get_num_threads()} threads")
         mix_head = "/".join(sequences)
         print(f"{'round':>5s} {'corrected':>9s} {'px fixed/img':>12s} {mix_head:>{len(mix_head)}s} {'held-out mIoU':>13s} {'steps':>6s} {'time':>7s}")
@@ -197,7 +201,7 @@ def main() -> None:
             fixed_pct.append(float(np.mean(pcts)))
             result = finetune(
                 project, minutes=args.minutes, val_fraction=0.0, batch_size=args.batch_size, crop=args.crop,
-                correction_weight=args.correction_weight, device="cpu", name=f"round {rnd}",
+                correction_weight=args.correction_weight, normalisation=args.normalisation, device="cpu", name=f"round {rnd}",
             )
             loaded = load_checkpoint(result.checkpoint_path)
             predictor = Predictor(loaded, device="cpu", batch_size=1)

@@ -44,7 +44,6 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=8, help="images taken from the top of the queue (a label-loop round)")
     args = ap.parse_args()
 
-    import torch
     from torch.nn import functional as F
 
     from annotation.formats.maskdir import read_mask_folder
@@ -71,9 +70,6 @@ def main() -> None:
             result = finetune(project, minutes=args.minutes, val_fraction=0.0, device="cpu", activate=True, name=f"{n} images")
             loaded = load_checkpoint(result.checkpoint_path)
             predictor = Predictor(loaded, device="cpu", batch_size=1)
-            net = loaded.network.eval()
-            mean = torch.tensor(loaded.meta.mean).view(1, 3, 1, 1)
-            std = torch.tensor(loaded.meta.std).view(1, 3, 1, 1)
             wrong, scores = [], {"mean confidence": [], "entropy": [], "1 - margin": []}
             for r in pool[n:]:
                 img = load_image(project.image_path(r))
@@ -83,10 +79,8 @@ def main() -> None:
                 wrong.append(float(((pred.labels != gt) & labelled).sum() / max(1, int(labelled.sum()))))
                 scores["mean confidence"].append(1.0 - pred.mean_confidence)  # high = on top of the queue
                 h, w = img.shape[:2]
-                x = torch.from_numpy(img.copy()).permute(2, 0, 1).float()[None] / 255.0
-                x = F.interpolate(x, size=scaled_size(h, w, loaded.meta.input_size), mode="bilinear", align_corners=False)
-                with torch.no_grad():
-                    logits = net((x - mean) / std)["out"]
+                # the predictor's own input (resize, normalisation) and network; logits at feature resolution
+                logits = predictor._forward(predictor._to_input([img], scaled_size(h, w, loaded.meta.input_size))).float()
                 p = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0].softmax(0)
                 top2 = p.topk(2, dim=0).values
                 scores["entropy"].append(float((-(p * p.clamp_min(1e-12).log()).sum(0) / np.log(p.shape[0])).mean()))

@@ -391,6 +391,9 @@ def add_finetune_arguments(f: argparse.ArgumentParser) -> None:
     f.add_argument("--batch-size", type=int, default=None, help="images per training step (default: 4 on the CPU, 8 on a GPU)")
     f.add_argument("--crop", type=int, default=320, help="square training crop in pixels (padded with void)")
     f.add_argument("--input-size", type=int, default=None, help="training/inference scale, shorter side (default: the base's)")
+    f.add_argument("--normalisation", choices=["dataset", "image"], default=None,
+                   help="input normalisation: the base's mean/std, or each image's own (default: the base's; "
+                   "'image' for a random init)")
     f.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
     f.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3 AdamW, 0.02 SGD)")
     f.add_argument("--correction-weight", type=float, default=1.0,
@@ -414,7 +417,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     rank = _dist_info()[0]
     config = FinetuneConfig(
         project=str(args.project), base=args.base, epochs=args.epochs, minutes=args.minutes, batch_size=args.batch_size,
-        crop=args.crop, input_size=args.input_size, optimizer=args.optimizer, lr=args.lr,
+        crop=args.crop, input_size=args.input_size, normalisation=args.normalisation, optimizer=args.optimizer, lr=args.lr,
         correction_weight=args.correction_weight, val_fraction=args.val_fraction, seed=args.seed, device=args.device,
         precision=args.precision, activate=not args.no_activate, name=args.name,
     )

@@ -7,13 +7,19 @@ paired augmentation in torch on the CPU, in the reference script's order
 (``references/segmentation/presets.py``): random scale, pad with 255, random
 crop, horizontal flip, then light colour jitter on the image alone. Masks are
 resized with NEAREST and padded with 255 (void) so padding never becomes a class.
+
+Normalisation is either the weights' dataset mean/std or, for models trained
+from a random init, each image's own per-channel mean and std
+(:func:`image_mean_std`), taken over the whole image at the training scale
+(never the crop), exactly as the Predictor takes it over the whole image it
+predicts.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +32,24 @@ from annotation.project import ImageRecord, Project
 
 #: Where ``prelabel PROJECT`` keeps the mask the network proposed, so corrections can be counted.
 PRELABEL_DIR = "prelabels"
+#: The smallest per-channel standard deviation that per-image normalisation divides by
+#: (in [0, 1] units, about five grey levels), so a nearly flat image or channel is not
+#: blown up into noise.
+MIN_IMAGE_STD = 0.02
+
+
+def image_mean_std(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each image's per-channel mean and standard deviation, for per-image normalisation.
+
+    ``images``: (N, 3, H, W) or (3, H, W), any dtype, values in 0..255. Returns
+    (mean, std) in [0, 1] units shaped (..., 3, 1, 1), std at least
+    :data:`MIN_IMAGE_STD`. Why per image: a model trained from scratch for a few
+    hundred steps learns the brightness of the scenes it saw, and a darker scene
+    (CamVid's dusk frames) then looks like nothing it knows; removing each
+    image's own mean and contrast takes that difference away (README, "Fine-tuning").
+    """
+    std, mean = torch.std_mean(images.float(), dim=(-2, -1), keepdim=True)
+    return mean / 255.0, (std / 255.0).clamp_min(MIN_IMAGE_STD)
 
 
 class DataError(AtrousError):
@@ -45,6 +69,13 @@ class Sample:
     mask: torch.Tensor
     corrected: torch.Tensor | None = None
     image_id: int = -1
+    _stats: tuple[torch.Tensor, torch.Tensor] | None = field(default=None, repr=False, compare=False)
+
+    def mean_std(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole image's per-channel mean and std, (3, 1, 1) each (see :func:`image_mean_std`)."""
+        if self._stats is None:
+            self._stats = image_mean_std(self.image)
+        return self._stats
 
 
 def prelabel_path(project: Project, image_id: int) -> Path:
@@ -204,26 +235,36 @@ def augment_pair(
 
 def make_batch(
     samples: Sequence[Sample], indices: Sequence[int], aug: Augment, gen: torch.Generator,
-    mean: Sequence[float], std: Sequence[float],
+    mean: Sequence[float], std: Sequence[float], *, per_image: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-    """Stack augmented views into (N, 3, S, S) normalised float, (N, S, S) int64 and an optional bool map."""
+    """Stack augmented views into (N, 3, S, S) normalised float, (N, S, S) int64 and an optional bool map.
+
+    ``per_image``: normalise each view by its whole image's own mean and std
+    instead of ``mean``/``std``. The colour jitter comes before, so it still
+    varies what the network sees.
+    """
     xs, ys, cs = [], [], []
     for i in indices:
         x, y, c = augment_pair(samples[i], aug, gen)
+        if per_image:
+            m, s = samples[i].mean_std()
+            x = (x - m) / s
         xs.append(x)
         ys.append(y)
         cs.append(c)
     x = torch.stack(xs)
-    m = torch.tensor(mean).view(1, 3, 1, 1)
-    s = torch.tensor(std).view(1, 3, 1, 1)
-    x = (x - m) / s
+    if not per_image:
+        x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     corrected = None
     if any(c is not None for c in cs):
         corrected = torch.stack([c if c is not None else torch.ones_like(y, dtype=torch.bool) for c, y in zip(cs, ys)])
     return x, torch.stack(ys), corrected
 
 
-def normalise_full(sample: Sample, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def normalise_full(sample: Sample, mean: Sequence[float], std: Sequence[float], *, per_image: bool = False) -> torch.Tensor:
     """A whole sample as a (1, 3, H, W) normalised float tensor, for validation."""
     x = sample.image.float()[None] / 255.0
+    if per_image:
+        m, s = sample.mean_std()
+        return (x - m) / s
     return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)

@@ -44,7 +44,9 @@ from .data import Augment, DataError, Sample, load_project_samples, make_batch, 
 from .deeplabv3 import ArchSpec, DeepLabV3, build_deeplabv3, zero_init_residuals
 from .metrics import ConfusionMatrix, SegMetrics
 from .predictor import pick_device, pick_dtype
-from .weights import REGISTRY, LoadedModel, ModelMeta, WeightsError, load_model, save_checkpoint, torchvision_cache_dir
+from .weights import (
+    NORM_IMAGE, NORMALISATIONS, REGISTRY, LoadedModel, ModelMeta, WeightsError, load_model, save_checkpoint, torchvision_cache_dir,
+)
 
 MODELS_DIR = "models"
 #: Statuses whose masks a person has checked; only these are trained on.
@@ -76,6 +78,9 @@ class FinetuneConfig:
     ``input_size``: training scale (shorter side); default the base model's, or for
     a random init the median shorter side of the images, at most 520. It is
     stored in the checkpoint, so pre-labelling resizes the same way.
+    ``normalisation``: "dataset" (the base's mean/std, ImageNet's for a random init)
+    or "image" (each image's own per-channel mean and std); default the base's, and
+    "image" for a random init. Stored in the checkpoint like ``input_size``.
     """
 
     project: str
@@ -95,6 +100,7 @@ class FinetuneConfig:
     hflip: float = 0.5
     jitter: float = 0.2
     input_size: int | None = None
+    normalisation: str | None = None
     val_fraction: float = 0.2
     seed: int = 0
     device: str = "auto"
@@ -285,7 +291,7 @@ def _is_oom(e: BaseException) -> bool:
 @torch.no_grad()
 def evaluate_samples(
     net: nn.Module, samples: list[Sample], num_classes: int, mean, std, device: torch.device,
-    dtype: torch.dtype, channels_last: bool = True,
+    dtype: torch.dtype, channels_last: bool = True, per_image: bool = False,
 ) -> SegMetrics:
     """mIoU of ``net`` on whole samples at the training scale."""
     was_training = net.training
@@ -293,7 +299,7 @@ def evaluate_samples(
     cm = ConfusionMatrix(num_classes)
     try:
         for s in samples:
-            x = normalise_full(s, mean, std).to(device)
+            x = normalise_full(s, mean, std, per_image=per_image).to(device)
             if channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
@@ -311,7 +317,7 @@ BN_STAT_IMAGES = 64
 @torch.no_grad()
 def recompute_bn_stats(
     net: nn.Module, samples: list[Sample], mean, std, device: torch.device, dtype: torch.dtype,
-    channels_last: bool = True, max_images: int = BN_STAT_IMAGES, batch_size: int = 4,
+    channels_last: bool = True, max_images: int = BN_STAT_IMAGES, batch_size: int = 4, per_image: bool = False,
 ) -> None:
     """Re-estimate every BatchNorm's running mean and variance on whole training images.
 
@@ -343,7 +349,7 @@ def recompute_bn_stats(
             m.momentum = None  # cumulative average over the batches below
         for group in by_shape.values():
             for i in range(0, len(group), batch_size):
-                x = torch.cat([normalise_full(smp, mean, std) for smp in group[i : i + batch_size]])
+                x = torch.cat([normalise_full(smp, mean, std, per_image=per_image) for smp in group[i : i + batch_size]])
                 if x.shape[0] == 1:
                     # Training-mode BatchNorm after the global pooling needs two values per
                     # channel; a mirrored copy is a view training also shows.
@@ -425,6 +431,8 @@ def _check_config(c: FinetuneConfig) -> None:
         raise FinetuneError(f"unknown optimizer {c.optimizer!r}; use adamw or sgd")
     if c.correction_weight < 1:
         raise FinetuneError(f"correction weight must be >= 1, got {c.correction_weight}")
+    if c.normalisation is not None and c.normalisation not in NORMALISATIONS:
+        raise FinetuneError(f"unknown normalisation {c.normalisation!r}; use {' or '.join(NORMALISATIONS)}")
 
 
 def _run(
@@ -476,6 +484,8 @@ def _run(
             input_size = int(base.meta.input_size)
         else:
             input_size = int(min(520, np.median([min(r.width, r.height) for r in records])))
+    normalisation = config.normalisation or (base.meta.normalisation if base is not None else NORM_IMAGE)
+    per_image = normalisation == NORM_IMAGE
     report({"phase": "load", "images": len(records), "train": len(train_recs), "val": len(val_recs), "base": base_desc, "heads": head_note})
 
     def loading(i: int, n: int) -> None:
@@ -537,7 +547,7 @@ def _run(
     # (oneDNN bf16 primitives take tens of seconds on some CPUs), which is not training time.
     report({"phase": "warmup"})
     try:
-        wx, wy, _ = make_batch(samples_train, [0] * local_bs, aug, torch.Generator().manual_seed(0), mean, std)
+        wx, wy, _ = make_batch(samples_train, [0] * local_bs, aug, torch.Generator().manual_seed(0), mean, std, per_image=per_image)
         wx = wx.to(device).contiguous(memory_format=torch.channels_last) if config.channels_last else wx.to(device)
         with torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32):
             wout = net(wx, upsample=False)
@@ -593,7 +603,7 @@ def _run(
                     g["lr"] = cur_lr
                 chunk = [perm[(step * config.batch_size + j) % len(perm)] for j in range(config.batch_size)]
                 mine = chunk[rank::world][:local_bs] or chunk[:1]
-                x, y, corr = make_batch(samples_train, mine, aug, gen, mean, std)
+                x, y, corr = make_batch(samples_train, mine, aug, gen, mean, std, per_image=per_image)
                 x = x.to(device, non_blocking=True)
                 if config.channels_last:
                     x = x.contiguous(memory_format=torch.channels_last)
@@ -637,8 +647,10 @@ def _run(
             if rank == 0 and samples_val and due and not stopped:
                 t_eval = clock()
                 report({"phase": "eval", "epoch": epoch})
-                recompute_bn_stats(net, samples_train, mean, std, device, dtype, config.channels_last)
-                last_metrics = evaluate_samples(net, samples_val, n_classes, mean, std, device, dtype, config.channels_last)
+                recompute_bn_stats(net, samples_train, mean, std, device, dtype, config.channels_last, per_image=per_image)
+                last_metrics = evaluate_samples(
+                    net, samples_val, n_classes, mean, std, device, dtype, config.channels_last, per_image=per_image
+                )
                 last_metrics.class_names = class_names
                 entry["val_miou"] = last_metrics.miou
                 entry["val_pixel_accuracy"] = last_metrics.pixel_accuracy
@@ -689,7 +701,7 @@ def _run(
     # validation); without a val split, the last ones, with their statistics recomputed.
     if best is None:
         report({"phase": "bn"})
-        recompute_bn_stats(net, samples_train, mean, std, device, dtype, config.channels_last)
+        recompute_bn_stats(net, samples_train, mean, std, device, dtype, config.channels_last, per_image=per_image)
     final = plain_convs(copy.deepcopy(net)).cpu().eval()
     if best is not None:
         final.load_state_dict(best[1])
@@ -708,10 +720,11 @@ def _run(
         "iterations": iteration, "seconds": round(seconds, 2), "it_per_s": round(it_per_s, 4), "stopped": stopped,
         "best_val_miou": result.best_miou, "per_class_iou": result.per_class_iou, "device": str(device),
         "precision": {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype], "world_size": world,
+        "normalisation": normalisation,
     }
     meta = ModelMeta(
         arch=final.spec, class_names=class_names, colours=colours, mean=mean, std=std,  # type: ignore[arg-type]
-        input_size=input_size, name=config.name or stem, source=f"finetuned on {project.root.name} from {base_desc}",
+        input_size=input_size, normalisation=normalisation, name=config.name or stem, source=f"finetuned on {project.root.name} from {base_desc}",
         history=[{"config": config.to_dict(), "summary": summary, "epochs": history}],
     )
     save_checkpoint(ckpt, final, meta)

@@ -35,7 +35,8 @@ from annotation.errors import AtrousError, ImageReadError
 from annotation.imageio import load_image
 
 from .cpufuse import fused_for_cpu
-from .weights import LoadedModel
+from .data import image_mean_std
+from .weights import NORM_IMAGE, LoadedModel
 
 #: Smallest tile tried before giving up on an out-of-memory error.
 MIN_TILE = 256
@@ -307,6 +308,8 @@ class Predictor:
         # (x / 255 - mean) / std as one multiply-subtract
         self._scale = 1.0 / (255.0 * std)
         self._shift = mean / std
+        #: Each image normalised by its own per-channel mean and std (ModelMeta.normalisation).
+        self._per_image = self.meta.normalisation == NORM_IMAGE
 
     # -- reporting
 
@@ -327,7 +330,13 @@ class Predictor:
             if self.device.type != "cpu":
                 x = x.float()
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
-        x = (x.float() * self._scale - self._shift).contiguous(memory_format=torch.channels_last)
+        if self._per_image:
+            # Over the whole working image, before any tiling, as training takes it.
+            mean, std = image_mean_std(x)
+            scale, shift = 1.0 / (255.0 * std), mean / std
+        else:
+            scale, shift = self._scale, self._shift
+        x = (x.float() * scale - shift).contiguous(memory_format=torch.channels_last)
         return x.to(self.dtype)
 
     def _forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,14 @@ from .deeplabv3 import ArchSpec, DeepLabV3, build_from_spec
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
+#: How images are normalised before the network (``ModelMeta.normalisation``):
+#: "dataset" subtracts ``mean`` and divides by ``std`` (the statistics of the data the
+#: weights were trained on, ImageNet's for torchvision's); "image" uses each image's own
+#: per-channel mean and std (see :func:`model.data.image_mean_std`).
+NORM_DATASET = "dataset"
+NORM_IMAGE = "image"
+NORMALISATIONS = (NORM_DATASET, NORM_IMAGE)
+
 CHECKPOINT_FORMAT = "atrous-checkpoint"
 CHECKPOINT_VERSION = 1
 
@@ -53,7 +61,9 @@ class ModelMeta:
 
     Preprocessing lives here, with the weights, never in the GUI: images are
     resized so the shorter side is ``input_size`` (``None``: native size), scaled
-    to [0, 1] and normalised with ``mean``/``std``.
+    to [0, 1] and normalised with ``mean``/``std`` (``normalisation`` "dataset") or
+    with the image's own per-channel mean and std ("image"; checkpoints written
+    before this field existed are "dataset").
     """
 
     arch: ArchSpec
@@ -62,6 +72,7 @@ class ModelMeta:
     mean: tuple[float, float, float] = IMAGENET_MEAN
     std: tuple[float, float, float] = IMAGENET_STD
     input_size: int | None = 520
+    normalisation: str = NORM_DATASET
     name: str = ""
     source: str = ""
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -71,6 +82,8 @@ class ModelMeta:
             raise ValueError(f"{len(self.class_names)} class names for a {self.arch.num_classes}-class model")
         if len(self.colours) != self.arch.num_classes:
             raise ValueError(f"{len(self.colours)} colours for a {self.arch.num_classes}-class model")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"unknown normalisation {self.normalisation!r}; expected one of {', '.join(NORMALISATIONS)}")
 
     def to_dict(self) -> dict[str, Any]:
         """Plain containers only (str/int/float/list/dict), so ``weights_only`` loading accepts it."""
@@ -98,6 +111,7 @@ class ModelMeta:
             mean=tuple(float(v) for v in d.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
             std=tuple(float(v) for v in d.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
             input_size=None if d.get("input_size") is None else int(d["input_size"]),
+            normalisation=str(d.get("normalisation", NORM_DATASET)),
             name=str(d.get("name", "")),
             source=str(d.get("source", "")),
             history=list(d.get("history", [])),

@@ -86,9 +86,9 @@ def test_at_most_max_images_are_used(monkeypatch) -> None:
     used: list[int] = []
     real = normalise_full
 
-    def count(sample, mean, std):  # noqa: ANN001, ANN202
+    def count(sample, mean, std, **kw):  # noqa: ANN001, ANN202
         used.append(id(sample))
-        return real(sample, mean, std)
+        return real(sample, mean, std, **kw)
 
     import model.finetune as ft
 
