@@ -40,6 +40,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from annotation.confidence import read_confidence
 from annotation.editing import VOID
 from annotation.errors import AtrousError
 from annotation.project import STATUSES, ImageRecord, LabelClass, Project
@@ -48,7 +49,7 @@ from . import dialogs
 from .canvas import Canvas
 from .document import MaskDocumentModel
 from .model_panel import ModelPanel
-from .model_worker import PERSON_STATUSES, ModelChoice, PrelabelItem, PrelabelJob, PrelabelResult, PrelabelSummary, read_confidence
+from .model_worker import PERSON_STATUSES, ModelChoice, PrelabelItem, PrelabelJob, PrelabelResult, PrelabelSummary
 from .prelabel import PrelabelController
 from .projects import open_or_create
 from .settings import recent_projects, remember_project, settings

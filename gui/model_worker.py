@@ -23,38 +23,10 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-CONFIDENCE_DIR = "confidence"
+from annotation.confidence import write_confidence
+
 #: Statuses that mean a person worked on the mask.
 PERSON_STATUSES = ("edited", "reviewed")
-
-
-def confidence_path(project_root: Path, image_id: int) -> Path:
-    """Where the confidence map (uint8 PNG, 255 = certain) of an image's last pre-label is kept."""
-    return Path(project_root) / CONFIDENCE_DIR / f"{int(image_id)}.png"
-
-
-def write_confidence(project_root: Path, image_id: int, confidence: np.ndarray) -> None:
-    """Save a confidence map atomically as a greyscale PNG."""
-    from PIL import Image
-
-    from annotation.atomic import atomic_write_with
-
-    img = Image.fromarray(np.ascontiguousarray(confidence, dtype=np.uint8), mode="L")
-    atomic_write_with(confidence_path(project_root, image_id), lambda fh: img.save(fh, format="PNG"))
-
-
-def read_confidence(project_root: Path, image_id: int) -> np.ndarray | None:
-    """The stored confidence map of an image, or None when there is none (or it is unreadable)."""
-    from PIL import Image
-
-    p = confidence_path(project_root, image_id)
-    if not p.is_file():
-        return None
-    try:
-        with Image.open(p) as im:
-            return np.asarray(im.convert("L"), dtype=np.uint8).copy()
-    except (OSError, ValueError):
-        return None
 
 
 class Claims:

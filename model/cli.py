@@ -310,9 +310,11 @@ def prelabel_project(
     """Pre-label a project's machine-made images; returns (written, failure lines).
 
     Writes each mask with status ``prelabeled`` and ``version_id``, a copy under
-    ``PROJECT/prelabels/<id>.png`` (so corrections can be counted later) and the
-    image's mean confidence.
+    ``PROJECT/prelabels/<id>.png`` (so corrections can be counted later), the
+    confidence map under ``PROJECT/confidence/<id>.png`` (the editor's
+    low-confidence overlay) and the image's mean confidence.
     """
+    from annotation.confidence import write_confidence
     from annotation.masks import write_mask_png
 
     from .data import prelabel_path
@@ -336,6 +338,7 @@ def prelabel_project(
                     raise AtrousReadError(f"{path}: the image is now {result.labels.shape[1]}x{result.labels.shape[0]}, the project recorded {rec.width}x{rec.height}")
                 write_mask_png(prelabel_path(project, rec.id), result.labels, palette)
                 project.save_mask(rec.id, result.labels, status="prelabeled", model_version=version_id, source="prelabel")
+                write_confidence(project.root, rec.id, result.confidence)
                 project.set_mean_confidence(rec.id, result.mean_confidence)
                 written += 1
             except AtrousError as e:

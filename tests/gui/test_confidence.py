@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import Qt
 
+from annotation.confidence import write_confidence
 from gui.main_window import SORT_UNCERTAIN, MainWindow
-from gui.model_worker import write_confidence
 
 from .conftest import H, W
 

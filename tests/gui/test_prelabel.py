@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QItemSelectionModel, Qt
 
+from annotation.confidence import confidence_path
 from annotation.masks import read_mask_png
 from annotation.project import Project
 from gui import dialogs
 from gui.main_window import MainWindow
-from gui.model_worker import confidence_path
 
 from .conftest import CLASSES, H, W, make_images, shown_window
 

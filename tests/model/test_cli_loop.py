@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import main
+from annotation.confidence import read_confidence
 from annotation.masks import read_mask_png
 from annotation.project import DB_NAME, Project
 from model.weights import save_checkpoint
@@ -46,7 +47,12 @@ def test_prelabel_project_keeps_prelabels_confidence_and_skips_edited(tmp_path, 
             assert r.mean_confidence is not None and 0 < r.mean_confidence <= 1
             kept = read_mask_png(path / "prelabels" / f"{r.id}.png")
             assert np.array_equal(kept, p.read_mask(r.id))
+            # the confidence map the editor's overlay shows, whose mean is the stored one
+            conf = read_confidence(path, r.id)
+            assert conf is not None and conf.shape == kept.shape
+            assert abs(conf.mean() / 255.0 - r.mean_confidence) < 1e-6
         assert not (path / "prelabels" / f"{edited[0].id}.png").exists()
+        assert read_confidence(path, edited[0].id) is None
     # --overwrite-edited replaces the edited mask too; the external model keeps one version
     assert main.main(["prelabel", str(path), "--model", str(tiny_ckpt), "--device", "cpu", "--overwrite-edited"]) == 0
     with Project.open(path) as p:
