@@ -234,38 +234,39 @@ def augment_pair(
     return x.contiguous(), lab[0].long(), corrected
 
 
+def normalise(x: torch.Tensor, sample: Sample, mean: Sequence[float], std: Sequence[float], *, per_image: bool) -> torch.Tensor:
+    """``x``, a view of ``sample``'s image in [0, 1] ((3, H, W) or (1, 3, H, W)), normalised for the network.
+
+    ``per_image``: by the whole image's own mean and std (never the view's), else by ``mean``/``std``.
+    """
+    if per_image:
+        m, s = sample.mean_std()
+    else:
+        m, s = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)
+    return (x - m) / s
+
+
 def make_batch(
     samples: Sequence[Sample], indices: Sequence[int], aug: Augment, gen: torch.Generator,
     mean: Sequence[float], std: Sequence[float], *, per_image: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Stack augmented views into (N, 3, S, S) normalised float, (N, S, S) int64 and an optional bool map.
 
-    ``per_image``: normalise each view by its whole image's own mean and std
-    instead of ``mean``/``std``. The colour jitter comes before, so it still
-    varies what the network sees.
+    ``per_image``: see :func:`normalise`. The colour jitter comes before, so it
+    still varies what the network sees.
     """
     xs, ys, cs = [], [], []
     for i in indices:
         x, y, c = augment_pair(samples[i], aug, gen)
-        if per_image:
-            m, s = samples[i].mean_std()
-            x = (x - m) / s
-        xs.append(x)
+        xs.append(normalise(x, samples[i], mean, std, per_image=per_image))
         ys.append(y)
         cs.append(c)
-    x = torch.stack(xs)
-    if not per_image:
-        x = (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
     corrected = None
     if any(c is not None for c in cs):
         corrected = torch.stack([c if c is not None else torch.ones_like(y, dtype=torch.bool) for c, y in zip(cs, ys)])
-    return x, torch.stack(ys), corrected
+    return torch.stack(xs), torch.stack(ys), corrected
 
 
 def normalise_full(sample: Sample, mean: Sequence[float], std: Sequence[float], *, per_image: bool = False) -> torch.Tensor:
     """A whole sample as a (1, 3, H, W) normalised float tensor, for validation."""
-    x = sample.image.float()[None] / 255.0
-    if per_image:
-        m, s = sample.mean_std()
-        return (x - m) / s
-    return (x - torch.tensor(mean).view(1, 3, 1, 1)) / torch.tensor(std).view(1, 3, 1, 1)
+    return normalise(sample.image.float()[None] / 255.0, sample, mean, std, per_image=per_image)
