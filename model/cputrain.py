@@ -176,7 +176,7 @@ class _PhasedDepthwiseConv2d(nn.Conv2d):
 
 
 def _phaseable(m: nn.Module) -> bool:
-    if type(m) not in (nn.Conv2d, _Fp32Conv2d) or m.groups == 1 or m.groups != m.in_channels:
+    if type(m) is not nn.Conv2d or m.groups == 1 or m.groups != m.in_channels:
         return False
     (kh, kw), (dh, dw) = m.kernel_size, m.dilation
     return (
