@@ -27,15 +27,29 @@ def _statuses(text: str | None) -> list[str] | None:
     return out
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the project subcommands to the top-level parser."""
-    p = sub.add_parser("new", help="create a project from a folder of images", description="Create a project that references the images in DIR (recursive) in place.")
+    p = sub.add_parser(
+        "new",
+        help="create a project from a folder of images",
+        description="Create a project that references the images in DIR (recursive) in place.",
+    )
     p.add_argument("project", type=Path, help="project folder to create")
-    p.add_argument("--images", type=Path, required=True, metavar="DIR", help="folder of images (jpg, jpeg, png, bmp, tif, tiff, webp)")
+    p.add_argument(
+        "--images",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="folder of images (jpg, jpeg, png, bmp, tif, tiff, webp)",
+    )
     p.add_argument("--classes", type=Path, metavar="FILE", help="class list: one name per line, line number = index")
     p.set_defaults(func=cmd_new)
 
-    p = sub.add_parser("add", help="add images to a project (only images not already in it)", description="Reference the images in DIR (recursive) in place; files whose content is already in the project are skipped.")
+    p = sub.add_parser(
+        "add",
+        help="add images to a project (only images not already in it)",
+        description="Reference the images in DIR (recursive) in place; files whose content is already in the project are skipped.",
+    )
     p.add_argument("project", type=Path)
     p.add_argument("images", type=Path, metavar="DIR")
     p.set_defaults(func=cmd_add)
@@ -47,28 +61,50 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     )
     p.add_argument("project", type=Path)
     p.add_argument("--format", required=True, choices=["voc", "coco", "labelme", "masks"])
-    p.add_argument("src", type=Path, help="voc: VOC root; coco: the JSON file; labelme: folder of JSONs; masks: folder of label PNGs")
-    p.add_argument("--images", type=Path, metavar="DIR", help="coco: where file_name is resolved; masks: the image folder")
-    p.add_argument("--classes", type=Path, metavar="FILE", help="class list file (masks: required unless names should be class_N)")
+    p.add_argument(
+        "src",
+        type=Path,
+        help="voc: VOC root; coco: the JSON file; labelme: folder of JSONs; masks: folder of label PNGs",
+    )
+    p.add_argument(
+        "--images", type=Path, metavar="DIR", help="coco: where file_name is resolved; masks: the image folder"
+    )
+    p.add_argument(
+        "--classes", type=Path, metavar="FILE", help="class list file (masks: required unless names should be class_N)"
+    )
     p.add_argument("--void", type=int, metavar="N", help="masks: label value that means void/ignore (becomes 255)")
     p.add_argument("--status", default="reviewed", help="status of imported masks (default: reviewed)")
     p.add_argument(
-        "--polygon-fill", default="auto", choices=["auto", "coco", "labelme"],
+        "--polygon-fill",
+        default="auto",
+        choices=["auto", "coco", "labelme"],
         help="coco: polygon rasteriser: pycocotools (coco) or PIL like labelme (labelme); auto = labelme for labelme2coco files",
     )
     p.set_defaults(func=cmd_import)
 
-    p = sub.add_parser("export", help="export masks as a VOC folder or a COCO JSON", description="Export into a new or empty folder OUT.")
+    p = sub.add_parser(
+        "export",
+        help="export masks as a VOC folder or a COCO JSON",
+        description="Export into a new or empty folder OUT.",
+    )
     p.add_argument("project", type=Path)
     p.add_argument("--format", required=True, choices=["voc", "coco"])
     p.add_argument("out", type=Path)
     p.add_argument("--status", help="only images with these statuses, e.g. edited,reviewed")
-    p.add_argument("--polygons", action="store_true", help="coco: polygons instead of RLE (components with holes stay RLE)")
-    p.add_argument("--per-class", action="store_true", help="coco: one annotation per class per image instead of per component")
+    p.add_argument(
+        "--polygons", action="store_true", help="coco: polygons instead of RLE (components with holes stay RLE)"
+    )
+    p.add_argument(
+        "--per-class", action="store_true", help="coco: one annotation per class per image instead of per component"
+    )
     p.add_argument("--seed", type=int, default=0, help="voc: seed of the train/val split (default 0)")
     p.add_argument("--val-fraction", type=float, default=0.2, help="voc: share of images in val (default 0.2)")
-    p.add_argument("--devkit", action="store_true", help="voc: write into OUT/VOCdevkit/VOC2012 (torchvision root = OUT)")
-    p.add_argument("--lossless-images", action="store_true", help="voc: store non-JPEG images as PNG instead of JPEG q95")
+    p.add_argument(
+        "--devkit", action="store_true", help="voc: write into OUT/VOCdevkit/VOC2012 (torchvision root = OUT)"
+    )
+    p.add_argument(
+        "--lossless-images", action="store_true", help="voc: store non-JPEG images as PNG instead of JPEG q95"
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("info", help="summarise a project")
@@ -78,7 +114,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
 
 def cmd_new(args: argparse.Namespace) -> int:
     """``new PROJECT --images DIR [--classes FILE]``."""
-    from .formats import read_class_file
+    from .classes import read_class_file
     from .project import Project
 
     if not args.images.is_dir():
@@ -163,8 +199,13 @@ def cmd_export(args: argparse.Namespace) -> int:
             from .formats.voc import export_voc
 
             s = export_voc(
-                project, args.out, statuses=statuses, val_fraction=args.val_fraction, seed=args.seed,
-                devkit=args.devkit, lossless_images=args.lossless_images,
+                project,
+                args.out,
+                statuses=statuses,
+                val_fraction=args.val_fraction,
+                seed=args.seed,
+                devkit=args.devkit,
+                lossless_images=args.lossless_images,
             )
             print(
                 f"exported {s.images} image(s) as VOC to {args.out}: {s.copied_images} copied, "
@@ -176,7 +217,9 @@ def cmd_export(args: argparse.Namespace) -> int:
             from .formats.coco import export_coco
 
             s = export_coco(project, args.out, statuses=statuses, polygons=args.polygons, per_class=args.per_class)
-            print(f"exported {s.images} image(s), {s.annotations} annotation(s) as COCO to {args.out}/annotations.json; frame: upright")
+            print(
+                f"exported {s.images} image(s), {s.annotations} annotation(s) as COCO to {args.out}/annotations.json; frame: upright"
+            )
             if args.polygons and s.inexact_polygons:
                 print(f"  {s.inexact_polygons} region(s) with holes kept as RLE (a polygon cannot be exact)")
         if s.skipped_without_mask:

@@ -12,13 +12,9 @@ import numpy as np
 from PIL import Image
 
 from .atomic import atomic_write_with
+from .layout import CONFIDENCE_DIR, confidence_path
 
-CONFIDENCE_DIR = "confidence"
-
-
-def confidence_path(project_root: Path, image_id: int) -> Path:
-    """Where the confidence map (uint8 PNG, 255 = certain) of an image's last pre-label is kept."""
-    return Path(project_root) / CONFIDENCE_DIR / f"{int(image_id)}.png"
+__all__ = ["CONFIDENCE_DIR", "confidence_path", "read_confidence", "write_confidence"]
 
 
 def write_confidence(project_root: Path, image_id: int, confidence: np.ndarray) -> None:

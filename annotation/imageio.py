@@ -7,6 +7,7 @@ everything that reads pixels for display, pre-labelling or export goes through
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from dataclasses import dataclass
@@ -16,6 +17,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from .errors import ImageReadError
+from .layout import DB_NAME, PROJECT_DIRS
 
 #: File extensions treated as images when a folder is scanned.
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -173,3 +175,29 @@ def exif_transpose_array(arr: np.ndarray, orientation: int) -> np.ndarray:
         Image.Transpose.ROTATE_90: lambda x: np.rot90(x, 1),
     }
     return np.ascontiguousarray(ops[method](a))
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    """Content hash of a file, used to skip images that are already in a project."""
+    h = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot read ({e.strerror or e})") from e
+    return h.hexdigest()
+
+
+def scan_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files under ``folder`` (recursive, sorted, hidden folders skipped)."""
+    folder = Path(folder)
+    found: list[Path] = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        if DB_NAME in files:  # a project inside the folder: its masks and maps are not images to label
+            dirs[:] = [d for d in dirs if d not in PROJECT_DIRS]
+        for f in sorted(files):
+            if not f.startswith(".") and is_image_file(f):
+                found.append(Path(root) / f)
+    return found

@@ -1,10 +1,7 @@
 """An annotation project: a folder with an SQLite index and one mask PNG per image.
 
-Layout of a project folder::
-
-    PROJECT/
-      atrous.sqlite          images, classes, model versions, provenance, edit log (WAL mode)
-      masks/<image_id>.png   indexed PNG of class indices (255 = void), upright frame
+The folder layout is named in :mod:`annotation.layout`; the schema and records in
+:mod:`annotation.records`; model versions and statistics in :mod:`annotation.project_index`.
 
 Rules the code keeps:
 
@@ -13,216 +10,65 @@ Rules the code keeps:
   ``PROJECT/images/``). Paths are stored relative to the project folder when
   the image lies inside it or the caller gave a relative path; absolute otherwise.
 * Masks are always in the upright (EXIF-applied) frame of their image.
-* A mask is written atomically first (temp file, fsync, ``os.replace``) and the
-  database is updated afterwards in one transaction, so the database never
-  points at a missing or torn mask.
+* A mask is written atomically (temp file, fsync, ``os.replace``) inside the write
+  transaction that records it, so the database never points at a missing or torn
+  mask and no other writer changes the image's row meanwhile.
 * One SQLite connection per :class:`Project`, shared between threads under a
   lock (``check_same_thread=False``), so a GUI worker may use the same object.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .classes import LabelClass, default_colour, validate_classes
 from .errors import AtrousError, AtrousReadError, AtrousWriteError, ImageReadError
-from .imageio import is_image_file, load_image, read_image_info
+from .imageio import file_sha256, load_image, read_image_info, scan_images
+from .layout import DB_NAME, MASK_DIR
+from .layout import mask_path as _mask_path
 from .masks import VOID, make_palette, read_mask_png, write_mask_png
+from .project_index import ProjectIndexMixin
+from .records import (
+    _SCHEMA,
+    SCHEMA_VERSION,
+    STATUSES,
+    AddResult,
+    EditRecord,
+    ImageRecord,
+    ModelVersion,
+    ProjectStats,
+)
+from .records import check_status as _check_status
 
-DB_NAME = "atrous.sqlite"
-MASK_DIR = "masks"
-SCHEMA_VERSION = 1
-
-#: Allowed image statuses, in workflow order.
-STATUSES = ("new", "prelabeled", "edited", "reviewed")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS images (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    path TEXT NOT NULL UNIQUE,
-    width INTEGER NOT NULL,
-    height INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    orientation INTEGER NOT NULL DEFAULT 1,
-    status TEXT NOT NULL DEFAULT 'new',
-    has_mask INTEGER NOT NULL DEFAULT 0,
-    prelabel_model_version INTEGER REFERENCES model_versions(id),
-    changed_pixels INTEGER NOT NULL DEFAULT 0,
-    edit_seconds REAL NOT NULL DEFAULT 0,
-    created REAL NOT NULL,
-    modified REAL NOT NULL,
-    mean_confidence REAL
-);
-CREATE INDEX IF NOT EXISTS images_sha ON images(sha256);
-CREATE TABLE IF NOT EXISTS classes (
-    idx INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    r INTEGER NOT NULL, g INTEGER NOT NULL, b INTEGER NOT NULL,
-    is_background INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE IF NOT EXISTS model_versions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    name TEXT NOT NULL,
-    checkpoint_path TEXT NOT NULL,
-    metrics TEXT NOT NULL DEFAULT '{}',
-    created REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS edits (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    image_id INTEGER NOT NULL REFERENCES images(id),
-    time REAL NOT NULL,
-    status TEXT NOT NULL,
-    model_version INTEGER,
-    changed_pixels INTEGER,
-    edit_seconds REAL,
-    source TEXT
-);
-"""
+#: Names other modules import from here (the project is where people look for them).
+__all__ = [
+    "DB_NAME",
+    "MASK_DIR",
+    "STATUSES",
+    "AddResult",
+    "EditRecord",
+    "ImageRecord",
+    "LabelClass",
+    "ModelVersion",
+    "Project",
+    "ProjectStats",
+    "default_colour",
+    "file_sha256",
+    "scan_images",
+    "validate_classes",
+]
 
 
-@dataclass(frozen=True)
-class LabelClass:
-    """One label class: its index in the masks, name, display colour and background flag."""
-
-    index: int
-    name: str
-    colour: tuple[int, int, int]
-    is_background: bool = False
-
-
-@dataclass(frozen=True)
-class ImageRecord:
-    """One image of the project as the database knows it."""
-
-    id: int
-    path: str  # as stored: relative to the project folder, or absolute
-    width: int  # upright frame
-    height: int
-    sha256: str
-    orientation: int
-    status: str
-    has_mask: bool
-    prelabel_model_version: int | None
-    changed_pixels: int
-    edit_seconds: float
-    created: float
-    modified: float
-    mean_confidence: float | None = None  # of the last pre-label, in [0, 1]; low = the model was unsure
-
-    @property
-    def name(self) -> str:
-        """The file name of the image."""
-        return Path(self.path).name
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    """A trained network the project has used for pre-labelling."""
-
-    id: int
-    name: str
-    checkpoint_path: str
-    metrics: dict[str, Any]
-    created: float
-
-
-@dataclass(frozen=True)
-class EditRecord:
-    """One line of the edit log (every mask save and status change)."""
-
-    id: int
-    image_id: int
-    time: float
-    status: str
-    model_version: int | None
-    changed_pixels: int | None
-    edit_seconds: float | None
-    source: str | None
-
-
-@dataclass
-class AddResult:
-    """What :meth:`Project.add_images` did."""
-
-    added: list[int] = field(default_factory=list)
-    skipped_duplicates: list[Path] = field(default_factory=list)  # same content already in the project
-    skipped_unreadable: list[tuple[Path, str]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class ProjectStats:
-    """Numbers for ``info``."""
-
-    n_images: int
-    by_status: dict[str, int]
-    n_masks: int
-    class_pixels: dict[int, int]  # class index -> pixel count over all masks (255 = void)
-    total_pixels: int
-
-
-def default_colour(index: int) -> tuple[int, int, int]:
-    """The VOC colour for a class index (the default when a class list gives none)."""
-    c = make_palette()[index]
-    return (int(c[0]), int(c[1]), int(c[2]))
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    """Content hash of a file, used to skip images that are already in a project."""
-    h = hashlib.sha256()
-    try:
-        with open(path, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    except OSError as e:
-        raise ImageReadError(f"{path}: cannot read ({e.strerror or e})") from e
-    return h.hexdigest()
-
-
-def scan_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """Image files under ``folder`` (recursive, sorted, hidden folders skipped)."""
-    folder = Path(folder)
-    found: list[Path] = []
-    for root, dirs, files in os.walk(folder):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-        for f in sorted(files):
-            if not f.startswith(".") and is_image_file(f):
-                found.append(Path(root) / f)
-    return found
-
-
-def validate_classes(classes: Sequence[LabelClass]) -> list[LabelClass]:
-    """Check a class list: indices 0..254, unique indices and names, at most one background."""
-    seen_idx: set[int] = set()
-    seen_name: set[str] = set()
-    n_bg = 0
-    for c in classes:
-        if not isinstance(c.index, int) or not 0 <= c.index < VOID:
-            raise AtrousError(f"class {c.name!r}: index {c.index} is outside 0..254 (255 is void)")
-        if c.index in seen_idx:
-            raise AtrousError(f"class index {c.index} is used twice")
-        if not c.name or c.name in seen_name:
-            raise AtrousError(f"class name {c.name!r} is empty or used twice")
-        seen_idx.add(c.index)
-        seen_name.add(c.name)
-        n_bg += bool(c.is_background)
-    if n_bg > 1:
-        raise AtrousError("at most one class can be the background class")
-    return sorted(classes, key=lambda c: c.index)
-
-
-class Project:
+class Project(ProjectIndexMixin):
     """An open annotation project. Use :meth:`create` or :meth:`open`; close it (or use ``with``)."""
 
     def __init__(self, root: Path, conn: sqlite3.Connection) -> None:
@@ -356,7 +202,11 @@ class Project:
             )
 
     def add_class(
-        self, name: str, colour: tuple[int, int, int] | None = None, index: int | None = None, is_background: bool = False
+        self,
+        name: str,
+        colour: tuple[int, int, int] | None = None,
+        index: int | None = None,
+        is_background: bool = False,
     ) -> LabelClass:
         """Add a class (at the first free index unless ``index`` is given)."""
         current = self.classes()
@@ -371,11 +221,21 @@ class Project:
 
     def rename_class(self, index: int, name: str) -> None:
         """Give class ``index`` a new name."""
-        self.set_classes([LabelClass(c.index, name, c.colour, c.is_background) if c.index == index else c for c in self._class_or_fail(index)])
+        self.set_classes(
+            [
+                LabelClass(c.index, name, c.colour, c.is_background) if c.index == index else c
+                for c in self._class_or_fail(index)
+            ]
+        )
 
     def recolour_class(self, index: int, colour: tuple[int, int, int]) -> None:
         """Give class ``index`` a new display colour."""
-        self.set_classes([LabelClass(c.index, c.name, tuple(colour), c.is_background) if c.index == index else c for c in self._class_or_fail(index)])  # type: ignore[arg-type]
+        self.set_classes(
+            [
+                LabelClass(c.index, c.name, tuple(colour), c.is_background) if c.index == index else c
+                for c in self._class_or_fail(index)
+            ]
+        )
 
     def _class_or_fail(self, index: int) -> list[LabelClass]:
         current = self.classes()
@@ -442,7 +302,12 @@ class Project:
         info = read_image_info(path)
         return info.width, info.height, info.orientation, file_sha256(path)
 
-    def _insert_images(self, rows: Sequence[tuple[Path, tuple[int, int, int, str]]], result: AddResult | None = None, cur: sqlite3.Cursor | None = None) -> list[int]:
+    def _insert_images(
+        self,
+        rows: Sequence[tuple[Path, tuple[int, int, int, str]]],
+        result: AddResult | None = None,
+        cur: sqlite3.Cursor | None = None,
+    ) -> list[int]:
         """Insert probed images; returns ids in order (existing id for a duplicate)."""
         ids: list[int] = []
 
@@ -479,10 +344,19 @@ class Project:
     @staticmethod
     def _record(row: tuple) -> ImageRecord:
         return ImageRecord(
-            id=int(row[0]), path=row[1], width=int(row[2]), height=int(row[3]), sha256=row[4],
-            orientation=int(row[5]), status=row[6], has_mask=bool(row[7]),
+            id=int(row[0]),
+            path=row[1],
+            width=int(row[2]),
+            height=int(row[3]),
+            sha256=row[4],
+            orientation=int(row[5]),
+            status=row[6],
+            has_mask=bool(row[7]),
             prelabel_model_version=None if row[8] is None else int(row[8]),
-            changed_pixels=int(row[9]), edit_seconds=float(row[10]), created=float(row[11]), modified=float(row[12]),
+            changed_pixels=int(row[9]),
+            edit_seconds=float(row[10]),
+            created=float(row[11]),
+            modified=float(row[12]),
             mean_confidence=None if len(row) < 14 or row[13] is None else float(row[13]),
         )
 
@@ -518,7 +392,7 @@ class Project:
 
     def mask_path(self, image_id: int) -> Path:
         """Where the mask of ``image_id`` is (or would be) stored."""
-        return self.root / MASK_DIR / f"{int(image_id)}.png"
+        return _mask_path(self.root, image_id)
 
     def read_mask(self, image_id: int) -> np.ndarray | None:
         """The mask of an image (uint8 class indices, upright), or None when it has none."""
@@ -527,7 +401,9 @@ class Project:
             return None
         mask = read_mask_png(self.mask_path(rec.id))
         if mask.shape != (rec.height, rec.width):
-            raise AtrousReadError(f"{self.mask_path(rec.id)}: mask is {mask.shape[1]}x{mask.shape[0]}, image is {rec.width}x{rec.height}")
+            raise AtrousReadError(
+                f"{self.mask_path(rec.id)}: mask is {mask.shape[1]}x{mask.shape[0]}, image is {rec.width}x{rec.height}"
+            )
         return mask
 
     def _check_mask(self, rec: ImageRecord, mask: np.ndarray) -> np.ndarray:
@@ -552,26 +428,51 @@ class Project:
         changed_pixels: int | None = None,
         edit_seconds: float | None = None,
         source: str | None = None,
-    ) -> None:
-        """Store ``mask`` for an image: atomic PNG write, then one DB transaction.
+        only_if_status: Collection[str] | None = None,
+        mean_confidence: float | None = None,
+    ) -> bool:
+        """Store ``mask`` for an image: atomic PNG write and its row, under one write transaction.
 
         ``status='prelabeled'`` with ``model_version`` records which network made
         the mask and resets the change counters; later saves add
         ``changed_pixels`` and ``edit_seconds`` to the image's totals.
+        ``mean_confidence`` (0..1) is the pre-label's mean confidence.
+
+        ``only_if_status``: write only when the image's status, read inside the
+        transaction (which holds the database's write lock, so no other writer can
+        change it meanwhile), is one of these. Returns False, writing nothing, when
+        it is not: this is how a pre-label never replaces a mask a person saved
+        after the pre-label job read its to-do list.
         """
         _check_status(status)
         rec = self.image(image_id)
         mask = self._check_mask(rec, mask)
-        write_mask_png(self.mask_path(rec.id), mask, self.palette())
+        if mean_confidence is not None and not 0.0 <= float(mean_confidence) <= 1.0:
+            raise AtrousError(f"mean confidence must be in [0, 1], got {mean_confidence}")
+        palette = self.palette()
         try:
             with self._tx() as cur:
+                if only_if_status is not None:
+                    row = cur.execute("SELECT status FROM images WHERE id=?", (rec.id,)).fetchone()
+                    if row is None or row[0] not in only_if_status:
+                        return False
+                write_mask_png(self.mask_path(rec.id), mask, palette)
                 self._record_mask(cur, rec.id, status, model_version, changed_pixels, edit_seconds, source)
+                if mean_confidence is not None:
+                    cur.execute("UPDATE images SET mean_confidence=? WHERE id=?", (float(mean_confidence), rec.id))
         except sqlite3.Error as e:
             raise AtrousWriteError(f"{self.root / DB_NAME}: cannot record the mask of {rec.path} ({e})") from e
+        return True
 
     def _record_mask(
-        self, cur: sqlite3.Cursor, image_id: int, status: str, model_version: int | None,
-        changed_pixels: int | None, edit_seconds: float | None, source: str | None,
+        self,
+        cur: sqlite3.Cursor,
+        image_id: int,
+        status: str,
+        model_version: int | None,
+        changed_pixels: int | None,
+        edit_seconds: float | None,
+        source: str | None,
     ) -> None:
         now = time.time()
         if status == "prelabeled" and model_version is not None:
@@ -581,7 +482,8 @@ class Project:
             )
         else:
             cur.execute(
-                "UPDATE images SET has_mask=1, status=?, changed_pixels=changed_pixels+?, edit_seconds=edit_seconds+?, modified=? WHERE id=?",
+                "UPDATE images SET has_mask=1, status=?, changed_pixels=changed_pixels+?, "
+                "edit_seconds=edit_seconds+?, modified=? WHERE id=?",
                 (status, int(changed_pixels or 0), float(edit_seconds or 0.0), now, image_id),
             )
         cur.execute(
@@ -595,7 +497,9 @@ class Project:
         if value is not None and not 0.0 <= float(value) <= 1.0:
             raise AtrousError(f"mean confidence must be in [0, 1], got {value}")
         with self._tx() as cur:
-            cur.execute("UPDATE images SET mean_confidence=? WHERE id=?", (None if value is None else float(value), rec.id))
+            cur.execute(
+                "UPDATE images SET mean_confidence=? WHERE id=?", (None if value is None else float(value), rec.id)
+            )
 
     def set_status(self, image_id: int, status: str) -> None:
         """Change an image's status (e.g. mark it reviewed)."""
@@ -604,7 +508,8 @@ class Project:
         with self._tx() as cur:
             cur.execute("UPDATE images SET status=?, modified=? WHERE id=?", (status, time.time(), rec.id))
             cur.execute(
-                "INSERT INTO edits (image_id, time, status, source) VALUES (?,?,?,?)", (rec.id, time.time(), status, "status")
+                "INSERT INTO edits (image_id, time, status, source) VALUES (?,?,?,?)",
+                (rec.id, time.time(), status, "status"),
             )
 
     def last_edits(self, n: int = 10) -> list[EditRecord]:
@@ -672,70 +577,3 @@ class Project:
             except OSError:
                 pass
         return ids
-
-    # ---------------------------------------------------------------- model versions
-
-    def add_model_version(self, name: str, checkpoint_path: str | os.PathLike[str], metrics: dict[str, Any] | None = None) -> int:
-        """Record a model version; returns its id."""
-        with self._tx() as cur:
-            cur.execute(
-                "INSERT INTO model_versions (name, checkpoint_path, metrics, created) VALUES (?,?,?,?)",
-                (name, str(checkpoint_path), json.dumps(metrics or {}), time.time()),
-            )
-            return int(cur.lastrowid)
-
-    def model_versions(self) -> list[ModelVersion]:
-        """All recorded model versions, oldest first."""
-        return [
-            ModelVersion(int(i), n, p, json.loads(m), float(c))
-            for i, n, p, m, c in self._query("SELECT id, name, checkpoint_path, metrics, created FROM model_versions ORDER BY id")
-        ]
-
-    @property
-    def active_model_version(self) -> ModelVersion | None:
-        """The model version used for new pre-labels (None when unset)."""
-        row = self._query("SELECT value FROM meta WHERE key='active_model_version'")
-        if not row:
-            return None
-        for mv in self.model_versions():
-            if mv.id == int(row[0][0]):
-                return mv
-        return None
-
-    @active_model_version.setter
-    def active_model_version(self, version_id: int | None) -> None:
-        with self._tx() as cur:
-            if version_id is None:
-                cur.execute("DELETE FROM meta WHERE key='active_model_version'")
-                return
-            if cur.execute("SELECT 1 FROM model_versions WHERE id=?", (int(version_id),)).fetchone() is None:
-                raise AtrousError(f"no model version with id {version_id}")
-            cur.execute("INSERT OR REPLACE INTO meta VALUES ('active_model_version', ?)", (str(int(version_id)),))
-
-    # ---------------------------------------------------------------- stats
-
-    def stats(self) -> ProjectStats:
-        """Counts by status and pixel counts per class over all stored masks."""
-        recs = self.images()
-        by_status = {s: 0 for s in STATUSES}
-        pixels = np.zeros(256, dtype=np.int64)
-        n_masks = 0
-        for r in recs:
-            by_status[r.status] = by_status.get(r.status, 0) + 1
-            if r.has_mask:
-                m = self.read_mask(r.id)
-                if m is not None:
-                    pixels += np.bincount(m.ravel(), minlength=256)
-                    n_masks += 1
-        return ProjectStats(
-            n_images=len(recs),
-            by_status=by_status,
-            n_masks=n_masks,
-            class_pixels={i: int(v) for i, v in enumerate(pixels) if v},
-            total_pixels=int(pixels.sum()),
-        )
-
-
-def _check_status(status: str) -> None:
-    if status not in STATUSES:
-        raise AtrousError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")

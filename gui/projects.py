@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+from annotation.classes import LabelClass, read_class_file
 from annotation.errors import AtrousError, AtrousReadError
+from annotation.layout import is_project
 from annotation.masks import read_mask_png
-from annotation.project import DB_NAME, LabelClass, Project, scan_images
+from annotation.project import Project, scan_images
 
 from .settings import SAMPLES, data_dir
 
@@ -22,13 +23,9 @@ DEFAULT_CLASSES = [
 ]
 
 
-def is_project(path: str | Path) -> bool:
-    return (Path(path) / DB_NAME).is_file()
-
-
 def sample_classes() -> list[LabelClass]:
-    raw = json.loads((SAMPLES / "classes.json").read_text())
-    return [LabelClass(int(c["index"]), c["name"], tuple(c["colour"]), bool(c["is_background"])) for c in raw]
+    """The sample project's classes, read like every other class file."""
+    return read_class_file(SAMPLES / "classes.json")[0]
 
 
 def ensure_sample_project(root: Path | None = None) -> Path:
@@ -51,7 +48,12 @@ def ensure_sample_project(root: Path | None = None) -> Path:
         for rec in proj.images():
             mask_file = SAMPLES / "masks" / f"{Path(rec.path).stem}.png"
             if mask_file.is_file():
-                proj.save_mask(rec.id, read_mask_png(mask_file), status="prelabeled", source="starter-mask (colour rules, not a model)")
+                proj.save_mask(
+                    rec.id,
+                    read_mask_png(mask_file),
+                    status="prelabeled",
+                    source="starter-mask (colour rules, not a model)",
+                )
     return root
 
 
@@ -68,8 +70,10 @@ def open_or_create(path: str | Path, confirm: Callable[[str], bool]) -> Project 
     n = len(scan_images(p))
     if n == 0:
         raise AtrousError(f"{p} holds no images and is not an Atrous project")
-    if not confirm(f"{p} is not an Atrous project yet.\n\nCreate a project there with its {n} image(s)? "
-                   "The images are referenced in place, not copied or changed."):
+    if not confirm(
+        f"{p} is not an Atrous project yet.\n\nCreate a project there with its {n} image(s)? "
+        "The images are referenced in place, not copied or changed."
+    ):
         return None
     proj = Project.create(p, DEFAULT_CLASSES)
     proj.add_images(p)

@@ -16,7 +16,6 @@ what they wrote when a write fails (see :class:`ExportFolder`).
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -27,22 +26,35 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_write_bytes
+from ..classes import LabelClass
 from ..errors import AtrousError, AtrousReadError, AtrousWriteError, ImageReadError
 from ..imageio import exif_transpose_array, read_image_info
 from ..masks import VOID
-from ..project import LabelClass, Project, default_colour, file_sha256
-
-#: Names that mark the background class in class lists (case-insensitive).
-BACKGROUND_NAMES = ("_background_", "background", "__background__")
-#: labelme's name for regions to ignore; becomes void (255).
-IGNORE_NAME = "__ignore__"
-#: Placeholder written in labels.txt for unused indices; skipped when read back.
-UNUSED_PATTERN = re.compile(r"^__unused_\d+__$")
+from ..project import Project, file_sha256
 
 #: The 21 PASCAL VOC class names, used when a VOC root has no class list.
 VOC_CLASSES = (
-    "background", "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
-    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train", "tvmonitor",
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
 )
 
 
@@ -77,103 +89,6 @@ class ImportSummary:
 
 
 # ---------------------------------------------------------------------- helpers
-
-
-def read_json(path: Path) -> object:
-    """Load a JSON file with clear messages for unreadable, non-UTF-8 or truncated content."""
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        raise AtrousReadError(f"{path}: cannot read ({e.strerror or e})") from e
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as e:
-        raise AtrousReadError(f"{path}: not UTF-8 text (bad byte at offset {e.start})") from e
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as e:
-        raise AtrousReadError(f"{path}: invalid or truncated JSON ({e.msg} at line {e.lineno}, column {e.colno})") from e
-
-
-def make_class(index: int, name: str) -> LabelClass:
-    """A class with the default colour; background-like names get the background flag."""
-    return LabelClass(index, name, default_colour(index), name.lower() in BACKGROUND_NAMES)
-
-
-def parse_class_lines(lines: Sequence[str], source: Path | str) -> tuple[list[LabelClass], set[str]]:
-    """Parse a class list: one name per line, line number = index.
-
-    labelme's ``labels.txt`` starts with ``__ignore__`` (its id -1): when the
-    first line is ``__ignore__`` it maps to void and the next line is index 0.
-    Returns the classes and the set of names that mean void.
-    """
-    names = [ln.strip() for ln in lines]
-    while names and not names[-1]:
-        names.pop()
-    void: set[str] = set()
-    if names and names[0] == IGNORE_NAME:
-        void.add(IGNORE_NAME)
-        names = names[1:]
-    classes: list[LabelClass] = []
-    has_bg = False
-    for i, name in enumerate(names):
-        if not name:
-            raise AtrousReadError(f"{source}: line {i + 1 + len(void)} is empty (one class name per line)")
-        if UNUSED_PATTERN.match(name):
-            continue
-        if name == IGNORE_NAME:
-            void.add(name)
-            continue
-        if i >= VOID:
-            raise AtrousReadError(f"{source}: more than 255 classes (index 255 is void)")
-        c = make_class(i, name)
-        if c.is_background:
-            if has_bg:
-                c = LabelClass(c.index, c.name, c.colour, False)
-            has_bg = True
-        classes.append(c)
-    seen: set[str] = set()
-    for c in classes:
-        if c.name in seen:
-            raise AtrousReadError(f"{source}: class name {c.name!r} appears twice")
-        seen.add(c.name)
-    return classes, void
-
-
-def read_class_file(path: str | os.PathLike[str]) -> tuple[list[LabelClass], set[str]]:
-    """Read a class list file (see :func:`parse_class_lines`), or ``classes.json`` written by our exports."""
-    path = Path(path)
-    if path.suffix.lower() == ".json":
-        data = read_json(path)
-        try:
-            classes = [
-                LabelClass(int(c["index"]), str(c["name"]), tuple(int(v) for v in c["colour"]), bool(c.get("background", False)))  # type: ignore[misc]
-                for c in data  # type: ignore[union-attr]
-            ]
-        except (TypeError, KeyError, ValueError) as e:
-            raise AtrousReadError(f"{path}: expected a list of {{index, name, colour, background}} ({e})") from e
-        return classes, set()
-    try:
-        text = path.read_bytes().decode("utf-8-sig")
-    except OSError as e:
-        raise AtrousReadError(f"{path}: cannot read class list ({e.strerror or e})") from e
-    except UnicodeDecodeError as e:
-        raise AtrousReadError(f"{path}: class list is not UTF-8 text (bad byte at offset {e.start})") from e
-    return parse_class_lines(text.splitlines(), path)
-
-
-def classes_json(classes: Sequence[LabelClass]) -> bytes:
-    """The exact class list as JSON (index, name, colour, background), for lossless re-import."""
-    return json.dumps(
-        [{"index": c.index, "name": c.name, "colour": list(c.colour), "background": c.is_background} for c in classes], indent=1
-    ).encode("utf-8")
-
-
-def labels_txt(classes: Sequence[LabelClass]) -> bytes:
-    """One class name per line, line number = index (unused indices get a placeholder)."""
-    by_index = {c.index: c.name for c in classes}
-    n = max(by_index, default=-1) + 1
-    return ("\n".join(by_index.get(i, f"__unused_{i}__") for i in range(n)) + "\n").encode("utf-8")
 
 
 _SAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -212,8 +127,12 @@ def _merge_classes(existing: list[LabelClass], imported: list[LabelClass], sourc
         old = by_idx.get(c.index)
         if old is None:
             if any(e.name == c.name for e in merged):
-                raise AtrousError(f"{source}: class {c.name!r} has index {c.index} here but another index in the project")
-            merged.append(LabelClass(c.index, c.name, c.colour, c.is_background and not any(e.is_background for e in merged)))
+                raise AtrousError(
+                    f"{source}: class {c.name!r} has index {c.index} here but another index in the project"
+                )
+            merged.append(
+                LabelClass(c.index, c.name, c.colour, c.is_background and not any(e.is_background for e in merged))
+            )
             changed = True
         elif old.name != c.name:
             raise AtrousError(
@@ -249,7 +168,9 @@ def apply_import(
     project: Project | None = None
     try:
         project = Project.create(root) if created else Project.open(root)
-        classes_after = _merge_classes(project.classes(), result.classes, str(result.items[0].source) if result.items else source)
+        classes_after = _merge_classes(
+            project.classes(), result.classes, str(result.items[0].source) if result.items else source
+        )
         known = {c.index for c in (classes_after if classes_after is not None else project.classes())}
         seen_hash: dict[str, Path] = {}
         for item in result.items:
@@ -369,7 +290,9 @@ class ExportFolder:
         return target
 
 
-def export_image_bytes(project: Project, record_id: int, *, lossless: bool, jpeg_quality: int = 95) -> tuple[bytes, str, bool]:
+def export_image_bytes(
+    project: Project, record_id: int, *, lossless: bool, jpeg_quality: int = 95
+) -> tuple[bytes, str, bool]:
     """Bytes and extension for exporting an image in the upright frame.
 
     JPEG originals without an EXIF rotation are copied byte for byte. Anything

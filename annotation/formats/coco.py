@@ -54,12 +54,13 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from ..classes import BACKGROUND_NAMES, classes_json, read_json
 from ..errors import AtrousReadError
 from ..geometry import class_components, mask_bbox, mask_to_polygons, mask_to_rle, polygons_to_mask, rle_to_mask
 from ..imageio import read_image_info
 from ..masks import VOID
 from ..project import LabelClass, Project, default_colour
-from . import BACKGROUND_NAMES, ExportFolder, ImportedItem, ImportResult, classes_json, export_image_bytes, read_json, unique_names
+from . import ExportFolder, ImportedItem, ImportResult, export_image_bytes, unique_names
 from .voc import EXPORT_FRAME, ExportSummary
 
 
@@ -69,7 +70,11 @@ def _field(obj: Any, key: str, where: str, path: Path, types: type | tuple[type,
     if key not in obj:
         raise AtrousReadError(f"{path}: {where} has no '{key}' field")
     value = obj[key]
-    if not isinstance(value, types) or isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+    if (
+        not isinstance(value, types)
+        or isinstance(value, bool)
+        and bool not in (types if isinstance(types, tuple) else (types,))
+    ):
         raise AtrousReadError(f"{path}: {where} field '{key}' has the wrong type ({type(value).__name__})")
     return value
 
@@ -128,11 +133,20 @@ def read_coco(
         if c.name.lower() in BACKGROUND_NAMES and bg_index is None:
             classes[k] = LabelClass(c.index, c.name, c.colour, True)
             bg_index = c.index
-    if bg_index is None and isinstance(bg_hint, dict) and isinstance(bg_hint.get("index"), int) and isinstance(bg_hint.get("name"), str):
+    if (
+        bg_index is None
+        and isinstance(bg_hint, dict)
+        and isinstance(bg_hint.get("index"), int)
+        and isinstance(bg_hint.get("name"), str)
+    ):
         if bg_hint["index"] not in {c.index for c in classes}:
             bg_index = int(bg_hint["index"])
             classes.append(LabelClass(bg_index, bg_hint["name"], default_colour(bg_index), True))
-    if bg_index is None and 0 not in {c.index for c in classes} and not (isinstance(info, dict) and "atrous_background" in info):
+    if (
+        bg_index is None
+        and 0 not in {c.index for c in classes}
+        and not (isinstance(info, dict) and "atrous_background" in info)
+    ):
         bg_index = 0
         classes.append(LabelClass(0, "background", default_colour(0), True))
     fill = VOID if bg_index is None else bg_index
@@ -163,9 +177,13 @@ def read_coco(
         for key, actual in (("width", w), ("height", h)):
             if key in im and im[key] is not None:
                 if not isinstance(im[key], int) or isinstance(im[key], bool):
-                    raise AtrousReadError(f"{path}: images[{i}] field '{key}' has the wrong type ({type(im[key]).__name__})")
+                    raise AtrousReadError(
+                        f"{path}: images[{i}] field '{key}' has the wrong type ({type(im[key]).__name__})"
+                    )
                 if im[key] != actual:
-                    raise AtrousReadError(f"{path}: image {fname!r} is {w}x{h} but the JSON says {im.get('width')}x{im.get('height')}")
+                    raise AtrousReadError(
+                        f"{path}: image {fname!r} is {w}x{h} but the JSON says {im.get('width')}x{im.get('height')}"
+                    )
         images[iid] = {"path": img_path, "w": w, "h": h, "mask": None, "void": im.get("atrous_void")}
         if im.get("atrous_labelled") is True:
             images[iid]["mask"] = _start_mask(h, w, fill, images[iid]["void"], path, iid)
@@ -211,7 +229,9 @@ def _decode_segmentation(seg: Any, h: int, w: int, path: Path, where: str, polyg
         counts = seg["counts"]
         if isinstance(counts, list):
             if not all(isinstance(v, int) and v >= 0 for v in counts) or sum(counts) != h * w:
-                raise AtrousReadError(f"{path}: {where}: uncompressed RLE counts must be non-negative integers summing to {h * w}")
+                raise AtrousReadError(
+                    f"{path}: {where}: uncompressed RLE counts must be non-negative integers summing to {h * w}"
+                )
         elif not isinstance(counts, str):
             raise AtrousReadError(f"{path}: {where}: RLE 'counts' must be a string or a list")
         try:
@@ -223,7 +243,9 @@ def _decode_segmentation(seg: Any, h: int, w: int, path: Path, where: str, polyg
         if not isinstance(poly, list) or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in poly):
             raise AtrousReadError(f"{path}: {where}: polygon {k} must be a flat list of numbers")
         if len(poly) < 6 or len(poly) % 2:
-            raise AtrousReadError(f"{path}: {where}: polygon {k} has fewer than 3 points (or an odd number of coordinates)")
+            raise AtrousReadError(
+                f"{path}: {where}: polygon {k} has fewer than 3 points (or an odd number of coordinates)"
+            )
         if not all(np.isfinite(poly)):
             raise AtrousReadError(f"{path}: {where}: polygon {k} has non-finite coordinates")
         polys.append(poly)
@@ -260,7 +282,7 @@ def export_coco(
     doc: dict[str, Any] = {
         "info": {
             "description": f"Exported by Atrous from {project.root.name}",
-            "date_created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "date_created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "atrous_frame": EXPORT_FRAME,
             "atrous_background": None if background is None else {"index": background.index, "name": background.name},
         },
@@ -285,7 +307,11 @@ def export_coco(
                 summary.copied_images += copied
                 summary.reencoded_images += not copied
             entry: dict[str, Any] = {
-                "id": image_id, "file_name": file_name, "width": rec.width, "height": rec.height, "atrous_labelled": True,
+                "id": image_id,
+                "file_name": file_name,
+                "width": rec.width,
+                "height": rec.height,
+                "atrous_labelled": True,
             }
             if (mask == VOID).any():
                 entry["atrous_void"] = mask_to_rle(mask == VOID)

@@ -31,9 +31,10 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
+from ..classes import IGNORE_NAME, make_class, read_class_file, read_json
 from ..errors import AtrousReadError
 from ..masks import VOID
-from . import IGNORE_NAME, ImportedItem, ImportResult, make_class, read_class_file, read_json
+from . import ImportedItem, ImportResult
 
 LINE_WIDTH = 10
 POINT_SIZE = 5
@@ -64,7 +65,9 @@ def shape_to_mask(height: int, width: int, shape: dict[str, Any], path: Path, k:
 
     def need(n: int, exact: bool = True) -> None:
         if (len(xy) != n) if exact else (len(xy) < n):
-            raise AtrousReadError(f"{path}: shape {k} ({stype}) needs {'' if exact else 'at least '}{n} points, has {len(xy)}")
+            raise AtrousReadError(
+                f"{path}: shape {k} ({stype}) needs {'' if exact else 'at least '}{n} points, has {len(xy)}"
+            )
 
     if stype == "circle":
         need(2)
@@ -98,7 +101,9 @@ def shape_to_mask(height: int, width: int, shape: dict[str, Any], path: Path, k:
     return np.asarray(img, dtype=bool)
 
 
-def _mask_shape(height: int, width: int, shape: dict[str, Any], xy: list[tuple[float, float]], path: Path, k: int) -> np.ndarray:
+def _mask_shape(
+    height: int, width: int, shape: dict[str, Any], xy: list[tuple[float, float]], path: Path, k: int
+) -> np.ndarray:
     data = shape.get("mask")
     if not isinstance(data, str):
         raise AtrousReadError(f"{path}: shape {k} (mask) has no base64 'mask' data")
@@ -140,7 +145,9 @@ def read_labelme(src: str | os.PathLike[str], classes_file: str | os.PathLike[st
         files = [src]
         folder = src.parent
     elif src.is_dir():
-        files = sorted(p for p in src.rglob("*.json") if not any(part.startswith(".") for part in p.relative_to(src).parts))
+        files = sorted(
+            p for p in src.rglob("*.json") if not any(part.startswith(".") for part in p.relative_to(src).parts)
+        )
         folder = src
     else:
         raise AtrousReadError(f"{src}: no such file or folder")
@@ -151,7 +158,7 @@ def read_labelme(src: str | os.PathLike[str], classes_file: str | os.PathLike[st
             warnings.append(f"using class list {classes_file}")
     fixed = classes_file is not None
     if fixed:
-        classes, void_names = read_class_file(classes_file)  # type: ignore[arg-type]
+        classes, void_names = read_class_file(classes_file)
         void_names |= {IGNORE_NAME}
     else:
         classes, void_names = [make_class(0, "_background_")], {IGNORE_NAME}

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import numpy as np
 
+from ..classes import make_class, read_class_file
 from ..errors import AtrousReadError
 from ..masks import VOID, read_mask_png
 from ..project import LabelClass, scan_images
-from . import ImportedItem, ImportResult, make_class, read_class_file
+from . import ImportedItem, ImportResult
 
 
 def _by_stem(paths: list[Path], what: str) -> dict[str, Path]:
@@ -49,7 +50,9 @@ def read_mask_folder(
         raise AtrousReadError(f"{labels_dir}: no label PNGs found")
     orphans = sorted(set(labels) - set(images))
     if orphans:
-        raise AtrousReadError(f"{labels[orphans[0]]}: no image with the same name in {images_dir} ({len(orphans)} label(s) without image)")
+        raise AtrousReadError(
+            f"{labels[orphans[0]]}: no image with the same name in {images_dir} ({len(orphans)} label(s) without image)"
+        )
 
     classes: list[LabelClass]
     if classes_file is not None:

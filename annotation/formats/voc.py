@@ -33,23 +33,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ..classes import classes_json, labels_txt, make_class, read_class_file
 from ..errors import AtrousReadError
 from ..geometry import label_components
 from ..imageio import IMAGE_EXTENSIONS
 from ..masks import VOID, encode_mask_png, read_mask_png, voc_colormap
 from ..project import Project
-from . import (
-    VOC_CLASSES,
-    ExportFolder,
-    ImportedItem,
-    ImportResult,
-    classes_json,
-    export_image_bytes,
-    labels_txt,
-    make_class,
-    read_class_file,
-    unique_names,
-)
+from . import VOC_CLASSES, ExportFolder, ImportedItem, ImportResult, export_image_bytes, unique_names
 
 EXPORT_FRAME = "upright (EXIF orientation applied to images and masks)"
 
@@ -108,7 +98,9 @@ def read_voc(root: str | os.PathLike[str], classes_file: str | os.PathLike[str] 
             raise AtrousReadError(f"{sets_dir}: bad image id {stem!r}")
         image = _find_image(jpeg_dir, stem)
         if image is None:
-            raise AtrousReadError(f"{jpeg_dir}: image {stem!r} not found (listed in {sets_dir if sets_dir.is_dir() else seg_dir})")
+            raise AtrousReadError(
+                f"{jpeg_dir}: image {stem!r} not found (listed in {sets_dir if sets_dir.is_dir() else seg_dir})"
+            )
         label = seg_dir / f"{stem}.png"
         mask = None
         if label.is_file():
@@ -237,4 +229,3 @@ def export_voc(
         }
         folder.write(f"{prefix}atrous_export.json", json.dumps(meta, indent=1).encode())
     return summary
-

@@ -6,7 +6,6 @@ import errno
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,8 @@ import pytest
 import main
 from annotation.masks import read_mask_png
 from annotation.project import Project
+
+from ..conftest import SharedData
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -26,8 +27,10 @@ def run(capsys: pytest.CaptureFixture[str], *argv: object) -> tuple[int, str, st
     return code, out, err
 
 
-def test_new_import_export_info_flow(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    cam = shared_data / "camvid_small"
+def test_new_import_export_info_flow(
+    shared_data: SharedData, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cam = shared_data("camvid_small")
     proj = tmp_path / "cam"
     code, out, _ = run(capsys, "new", proj, "--images", cam / "val" / "images", "--classes", cam / "CLASSES.txt")
     assert code == 0 and "18 images" in out and "12 classes" in out
@@ -38,8 +41,22 @@ def test_new_import_export_info_flow(shared_data: Path, tmp_path: Path, capsys: 
     code, out, _ = run(capsys, "add", proj, cam / "train" / "images")
     assert code == 0 and "added 56 image(s)" in out
 
-    code, out, _ = run(capsys, "import", tmp_path / "cam2", "--format", "masks", cam / "val" / "labels",
-                       "--images", cam / "val" / "images", "--classes", cam / "CLASSES.txt", "--void", "11", "--status", "edited")
+    code, out, _ = run(
+        capsys,
+        "import",
+        tmp_path / "cam2",
+        "--format",
+        "masks",
+        cam / "val" / "labels",
+        "--images",
+        cam / "val" / "images",
+        "--classes",
+        cam / "CLASSES.txt",
+        "--void",
+        "11",
+        "--status",
+        "edited",
+    )
     assert code == 0 and "18 new image(s)" in out and "18 mask(s) (edited)" in out
     with Project.open(tmp_path / "cam2") as p:
         first = p.images()[0]
@@ -52,7 +69,9 @@ def test_new_import_export_info_flow(shared_data: Path, tmp_path: Path, capsys: 
     assert "edited 17, reviewed 1" in out and "Sky" in out and "%" in out and "255 void" in out
     assert "deeplab-v1 (active)" in out and "last edits:" in out and "-> reviewed" in out
 
-    code, out, _ = run(capsys, "export", tmp_path / "cam2", "--format", "voc", tmp_path / "voc", "--status", "reviewed", "--devkit")
+    code, out, _ = run(
+        capsys, "export", tmp_path / "cam2", "--format", "voc", tmp_path / "voc", "--status", "reviewed", "--devkit"
+    )
     assert code == 0 and "exported 1 image(s)" in out
     from torchvision.datasets import VOCSegmentation
 
@@ -60,7 +79,17 @@ def test_new_import_export_info_flow(shared_data: Path, tmp_path: Path, capsys: 
     with Project.open(tmp_path / "cam2") as p:
         assert len(ds) == 1 and np.array_equal(np.asarray(ds[0][1]), p.read_mask(first.id))
 
-    code, out, _ = run(capsys, "export", tmp_path / "cam2", "--format", "coco", tmp_path / "coco", "--polygons", "--status", "edited,reviewed")
+    code, out, _ = run(
+        capsys,
+        "export",
+        tmp_path / "cam2",
+        "--format",
+        "coco",
+        tmp_path / "coco",
+        "--polygons",
+        "--status",
+        "edited,reviewed",
+    )
     assert code == 0 and "exported 18 image(s)" in out
     from pycocotools.coco import COCO
 
@@ -71,13 +100,24 @@ def test_new_import_export_info_flow(shared_data: Path, tmp_path: Path, capsys: 
     assert code == 2 and "unknown status 'done'" in err
 
 
-def test_import_each_format(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    lm = shared_data / "labelme_examples"
-    code, out, _ = run(capsys, "import", tmp_path / "a", "--format", "labelme", lm / "semantic_segmentation" / "data_annotated")
+def test_import_each_format(shared_data: SharedData, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    lm = shared_data("labelme_examples")
+    code, out, _ = run(
+        capsys, "import", tmp_path / "a", "--format", "labelme", lm / "semantic_segmentation" / "data_annotated"
+    )
     assert code == 0 and "3 new image(s)" in out and "21 classes" in out
-    code, out, _ = run(capsys, "import", tmp_path / "b", "--format", "voc", lm / "semantic_segmentation" / "data_dataset_voc")
+    code, out, _ = run(
+        capsys, "import", tmp_path / "b", "--format", "voc", lm / "semantic_segmentation" / "data_dataset_voc"
+    )
     assert code == 0 and "3 mask(s) (reviewed)" in out
-    code, out, _ = run(capsys, "import", tmp_path / "c", "--format", "coco", lm / "instance_segmentation" / "data_dataset_coco" / "annotations.json")
+    code, out, _ = run(
+        capsys,
+        "import",
+        tmp_path / "c",
+        "--format",
+        "coco",
+        lm / "instance_segmentation" / "data_dataset_coco" / "annotations.json",
+    )
     assert code == 0 and "3 new image(s)" in out
     # The same labels arrive through all three routes (up to labelme's ignore regions, absent from its COCO file).
     with Project.open(tmp_path / "a") as a, Project.open(tmp_path / "b") as b:
@@ -89,18 +129,22 @@ def test_import_each_format(shared_data: Path, tmp_path: Path, capsys: pytest.Ca
             want = read_mask_png(ref / f"{Path(r.path).stem}.png")
             assert np.count_nonzero((c.read_mask(r.id) != want) & (want != 255)) <= 1
 
-    gallery = shared_data / "torchvision_gallery" / "coco_tiny"
-    code, _, err = run(capsys, "import", tmp_path / "g", "--format", "coco", gallery / "instances.json", "--images", gallery / "images")
+    gallery = shared_data("torchvision_gallery") / "coco_tiny"
+    code, _, err = run(
+        capsys, "import", tmp_path / "g", "--format", "coco", gallery / "instances.json", "--images", gallery / "images"
+    )
     assert code == 2 and "instances.json: missing required field 'categories'" in err
     assert not (tmp_path / "g").exists()
     code, _, err = run(capsys, "import", tmp_path / "m", "--format", "masks", lm)
     assert code == 2 and "--images" in err
 
 
-def test_bad_import_leaves_project_unchanged(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    lm = shared_data / "labelme_examples" / "semantic_segmentation"
+def test_bad_import_leaves_project_unchanged(
+    shared_data: SharedData, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lm = shared_data("labelme_examples") / "semantic_segmentation"
     run(capsys, "import", tmp_path / "p", "--format", "labelme", lm / "data_annotated")
-    db = (tmp_path / "p" / "atrous.sqlite")
+    db = tmp_path / "p" / "atrous.sqlite"
     masks_before = {f.name: f.read_bytes() for f in (tmp_path / "p" / "masks").iterdir()}
     with Project.open(tmp_path / "p") as p:
         before = p.images()
@@ -115,15 +159,17 @@ def test_bad_import_leaves_project_unchanged(shared_data: Path, tmp_path: Path, 
     assert db.exists()
 
 
-def test_export_write_failures(shared_data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
-    lm = shared_data / "labelme_examples" / "semantic_segmentation"
+def test_export_write_failures(
+    shared_data: SharedData, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    lm = shared_data("labelme_examples") / "semantic_segmentation"
     run(capsys, "import", tmp_path / "p", "--format", "labelme", lm / "data_annotated")
 
     # A read-only target (tests run as root, where chmod does not stop writes, so refuse like the OS would).
     def read_only(*a: object, **k: object):
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr("annotation.atomic._create_temp", read_only)
     code, _, err = run(capsys, "export", tmp_path / "p", "--format", "voc", tmp_path / "ro")
     assert code == 2 and "Cannot write" in err and "Permission denied" in err and str(tmp_path / "ro") in err
     assert not (tmp_path / "ro").exists()

@@ -22,6 +22,7 @@ from annotation.masks import read_mask_png
 from annotation.project import LabelClass, Project
 
 from ..badfiles import photo
+from ..conftest import SharedData
 
 # pycocotools 2.0.x with numpy 2 warns on every decode; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
@@ -41,12 +42,14 @@ def _index_of(coco) -> dict[int, int]:
 
 @pytest.fixture(scope="module")
 def camvid_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ..conftest import SHARED_DATA
+    from ..conftest import shared_dataset
 
-    cam = SHARED_DATA / "camvid_small"
+    cam = shared_dataset("camvid_small")
     root = tmp_path_factory.mktemp("camc") / "proj"
     # Train and val together: 74 images.
-    apply_import(root, read_mask_folder(cam / "train" / "labels", cam / "train" / "images", cam / "CLASSES.txt", void=11))
+    apply_import(
+        root, read_mask_folder(cam / "train" / "labels", cam / "train" / "images", cam / "CLASSES.txt", void=11)
+    )
     apply_import(root, read_mask_folder(cam / "val" / "labels", cam / "val" / "images", cam / "CLASSES.txt", void=11))
     return root
 
@@ -150,7 +153,9 @@ def test_random_masks_round_trip_through_coco(mask: np.ndarray, polygons: bool) 
         apply_import(Path(d) / "q", read_coco(Path(d) / "out" / "annotations.json", Path(d) / "out" / "images"))
         with Project.open(Path(d) / "q") as q:
             assert np.array_equal(q.read_mask(q.images()[0].id), mask)
-            assert q.classes() == [LabelClass(c.index, c.name, q.classes()[i].colour, c.is_background) for i, c in enumerate(CLASSES)]
+            assert q.classes() == [
+                LabelClass(c.index, c.name, q.classes()[i].colour, c.is_background) for i, c in enumerate(CLASSES)
+            ]
 
 
 def _write_images(folder: Path) -> None:
@@ -174,7 +179,13 @@ def _doc() -> dict:
         "annotations": [
             {"id": 1, "image_id": 10, "category_id": 5, "segmentation": rle, "iscrowd": 0},
             {"id": 2, "image_id": 10, "category_id": 7, "segmentation": [[4, 0, 8, 0, 8, 10, 4, 10]], "iscrowd": 0},
-            {"id": 3, "image_id": 11, "category_id": 7, "segmentation": {"size": [8, 6], "counts": [0, 4, 4, 4, 36]}, "iscrowd": 1},
+            {
+                "id": 3,
+                "image_id": 11,
+                "category_id": 7,
+                "segmentation": {"size": [8, 6], "counts": [0, 4, 4, 4, 36]},
+                "iscrowd": 1,
+            },
         ],
         "categories": [{"id": 5, "name": "five"}, {"id": 7, "name": "seven"}],
     }
@@ -184,7 +195,11 @@ def test_coco_import_rules(tmp_path: Path) -> None:
     _write_images(tmp_path / "imgs")
     (tmp_path / "a.json").write_text(json.dumps(_doc()))
     res = read_coco(tmp_path / "a.json", tmp_path / "imgs")
-    assert [(c.index, c.name, c.is_background) for c in res.classes] == [(0, "background", True), (5, "five", False), (7, "seven", False)]
+    assert [(c.index, c.name, c.is_background) for c in res.classes] == [
+        (0, "background", True),
+        (5, "five", False),
+        (7, "seven", False),
+    ]
     one, two = res.items[0].mask, res.items[1].mask
     expected = np.zeros((10, 12), np.uint8)
     expected[2:6, 2:10] = 5
@@ -208,8 +223,8 @@ def test_category_ids_past_254_are_renumbered(tmp_path: Path) -> None:
     assert [(c.index, c.name) for c in res.classes] == [(0, "background"), (1, "five"), (2, "big")]
 
 
-def test_labelme_coco_reproduces_labelme_voc(shared_data: Path, tmp_path: Path) -> None:
-    base = shared_data / "labelme_examples" / "instance_segmentation"
+def test_labelme_coco_reproduces_labelme_voc(shared_data: SharedData, tmp_path: Path) -> None:
+    base = shared_data("labelme_examples") / "instance_segmentation"
     ref_dir = base / "data_dataset_voc" / "SegmentationClass"
     diffs = {}
     for fill in ("labelme", "coco"):
@@ -225,11 +240,16 @@ def test_labelme_coco_reproduces_labelme_voc(shared_data: Path, tmp_path: Path) 
     assert diffs["labelme"] <= 3
     assert diffs["coco"] > diffs["labelme"]  # pycocotools fills polygons thinner
     auto = read_coco(base / "data_dataset_coco" / "annotations.json")
-    assert all(np.array_equal(a.mask, b.mask) for a, b in zip(auto.items, read_coco(base / "data_dataset_coco" / "annotations.json", polygon_fill="labelme").items))
+    assert all(
+        np.array_equal(a.mask, b.mask)
+        for a, b in zip(
+            auto.items, read_coco(base / "data_dataset_coco" / "annotations.json", polygon_fill="labelme").items
+        )
+    )
 
 
-def test_torchvision_gallery_without_categories_fails_clearly(shared_data: Path, tmp_path: Path) -> None:
-    src = shared_data / "torchvision_gallery" / "coco_tiny"
+def test_torchvision_gallery_without_categories_fails_clearly(shared_data: SharedData, tmp_path: Path) -> None:
+    src = shared_data("torchvision_gallery") / "coco_tiny"
     with pytest.raises(AtrousReadError, match=r"instances.json: missing required field 'categories'"):
         read_coco(src / "instances.json", src / "images")
 
@@ -238,20 +258,45 @@ BAD_CASES = {
     "truncated": (lambda d: json.dumps(d)[:40], "invalid or truncated JSON"),
     "latin1": (None, "not UTF-8"),
     "images not list": (lambda d: json.dumps({**d, "images": {}}), "'images' must be a list"),
-    "id is text": (lambda d: json.dumps({**d, "images": [{**d["images"][0], "id": "10"}, d["images"][1]]}), "wrong type"),
+    "id is text": (
+        lambda d: json.dumps({**d, "images": [{**d["images"][0], "id": "10"}, d["images"][1]]}),
+        "wrong type",
+    ),
     "two points": (
         lambda d: json.dumps({**d, "annotations": [{**d["annotations"][1], "segmentation": [[1, 1, 2, 2]]}]}),
         "fewer than 3 points",
     ),
     "rle size": (
-        lambda d: json.dumps({**d, "annotations": [{**d["annotations"][0], "segmentation": {**d["annotations"][0]["segmentation"], "size": [9, 12]}}]}),
+        lambda d: json.dumps(
+            {
+                **d,
+                "annotations": [
+                    {**d["annotations"][0], "segmentation": {**d["annotations"][0]["segmentation"], "size": [9, 12]}}
+                ],
+            }
+        ),
         "disagrees with the image size",
     ),
-    "missing image": (lambda d: json.dumps({**d, "images": [{**d["images"][0], "file_name": "nope.png"}]}), "not found"),
-    "wrong size": (lambda d: json.dumps({**d, "images": [{**d["images"][0], "width": 13}], "annotations": []}), "JSON says"),
-    "duplicate file": (lambda d: json.dumps({**d, "images": [d["images"][0], {**d["images"][0], "id": 12}], "annotations": []}), "is used by images"),
-    "unknown category": (lambda d: json.dumps({**d, "annotations": [{**d["annotations"][0], "category_id": 99}]}), "category id 99"),
-    "no segmentation": (lambda d: json.dumps({**d, "annotations": [{"id": 4, "image_id": 10, "category_id": 5}]}), "'segmentation'"),
+    "missing image": (
+        lambda d: json.dumps({**d, "images": [{**d["images"][0], "file_name": "nope.png"}]}),
+        "not found",
+    ),
+    "wrong size": (
+        lambda d: json.dumps({**d, "images": [{**d["images"][0], "width": 13}], "annotations": []}),
+        "JSON says",
+    ),
+    "duplicate file": (
+        lambda d: json.dumps({**d, "images": [d["images"][0], {**d["images"][0], "id": 12}], "annotations": []}),
+        "is used by images",
+    ),
+    "unknown category": (
+        lambda d: json.dumps({**d, "annotations": [{**d["annotations"][0], "category_id": 99}]}),
+        "category id 99",
+    ),
+    "no segmentation": (
+        lambda d: json.dumps({**d, "annotations": [{"id": 4, "image_id": 10, "category_id": 5}]}),
+        "'segmentation'",
+    ),
 }
 
 

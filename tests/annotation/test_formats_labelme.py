@@ -20,11 +20,12 @@ from annotation.masks import read_mask_png
 from annotation.project import Project
 
 from ..badfiles import photo
+from ..conftest import SharedData
 
 
 @pytest.mark.parametrize("example", ["semantic_segmentation", "instance_segmentation"])
-def test_labelme_to_voc_matches_labelme(example: str, shared_data: Path, tmp_path: Path) -> None:
-    base = shared_data / "labelme_examples" / example
+def test_labelme_to_voc_matches_labelme(example: str, shared_data: SharedData, tmp_path: Path) -> None:
+    base = shared_data("labelme_examples") / example
     res = read_labelme(base / "data_annotated")  # labels.txt is found beside the folder
     assert res.classes[0].name == "_background_" and len(res.classes) == 21
     apply_import(tmp_path / "p", res)
@@ -69,18 +70,35 @@ def _shape_ref(h: int, w: int, shape: dict) -> np.ndarray:
     return out
 
 
-def test_primitives_every_shape_type(shared_data: Path) -> None:
-    path = shared_data / "labelme_examples" / "primitives" / "primitives.json"
+def test_primitives_every_shape_type(shared_data: SharedData) -> None:
+    path = shared_data("labelme_examples") / "primitives" / "primitives.json"
     doc = json.loads(path.read_text())
     res = read_labelme(path)
     (item,) = res.items
-    assert [c.name for c in res.classes] == ["_background_", "rectangle", "circle", "polygon", "line", "point", "line_strip", "octagon"]
+    assert [c.name for c in res.classes] == [
+        "_background_",
+        "rectangle",
+        "circle",
+        "polygon",
+        "line",
+        "point",
+        "line_strip",
+        "octagon",
+    ]
     value = {c.name: c.index for c in res.classes}
     expected = np.zeros((doc["imageHeight"], doc["imageWidth"]), np.uint8)
     for shape in doc["shapes"]:
         expected[_shape_ref(*expected.shape, shape)] = value[shape["label"]]
     assert np.array_equal(item.mask, expected)
-    assert {s["shape_type"] for s in doc["shapes"]} <= {"rectangle", "circle", "polygon", "line", "point", "linestrip", "mask"}
+    assert {s["shape_type"] for s in doc["shapes"]} <= {
+        "rectangle",
+        "circle",
+        "polygon",
+        "line",
+        "point",
+        "linestrip",
+        "mask",
+    }
     assert all(np.any(item.mask == v) for v in value.values())
 
 
@@ -91,9 +109,13 @@ def _labelme_file(folder: Path, shapes: list, *, embed: bool = False, name: str 
     if not embed:
         (folder / f"{name}.png").write_bytes(buf.getvalue())
     doc = {
-        "version": "5.2.1", "flags": {}, "shapes": shapes, "imagePath": f"{name}.png",
+        "version": "5.2.1",
+        "flags": {},
+        "shapes": shapes,
+        "imagePath": f"{name}.png",
         "imageData": base64.b64encode(buf.getvalue()).decode() if embed else None,
-        "imageHeight": 20, "imageWidth": 30,
+        "imageHeight": 20,
+        "imageWidth": 30,
     }
     path = folder / f"{name}.json"
     path.write_text(json.dumps(doc))
@@ -105,7 +127,11 @@ def _poly(label: str, pts: list, shape_type: str = "polygon") -> dict:
 
 
 def test_embedded_image_data_and_file_order(tmp_path: Path) -> None:
-    shapes = [_poly("cat", [[2, 2], [20, 2], [20, 15], [2, 15]]), _poly("dog", [[10, 5], [28, 5], [28, 18]]), _poly("__ignore__", [[0, 0], [3, 0], [3, 3]])]
+    shapes = [
+        _poly("cat", [[2, 2], [20, 2], [20, 15], [2, 15]]),
+        _poly("dog", [[10, 5], [28, 5], [28, 18]]),
+        _poly("__ignore__", [[0, 0], [3, 0], [3, 3]]),
+    ]
     _labelme_file(tmp_path / "src", shapes, embed=True)
     res = read_labelme(tmp_path / "src")
     assert [c.name for c in res.classes] == ["_background_", "cat", "dog"]
@@ -160,8 +186,8 @@ def test_bad_labelme_files(tmp_path: Path) -> None:
     assert not (tmp_path / "p").exists()
 
 
-def test_non_labelme_json_is_skipped_with_warning(tmp_path: Path, shared_data: Path) -> None:
-    base = shared_data / "labelme_examples" / "instance_segmentation"
+def test_non_labelme_json_is_skipped_with_warning(tmp_path: Path, shared_data: SharedData) -> None:
+    base = shared_data("labelme_examples") / "instance_segmentation"
     shutil.copytree(base / "data_annotated", tmp_path / "src" / "ann")
     shutil.copy(base / "data_dataset_coco" / "annotations.json", tmp_path / "src" / "annotations.json")
     res = read_labelme(tmp_path / "src", base / "labels.txt")

@@ -9,17 +9,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from annotation.classes import parse_class_lines, read_class_file
 from annotation.errors import AtrousReadError
-from annotation.formats import apply_import, parse_class_lines, read_class_file
+from annotation.formats import apply_import
 from annotation.formats.maskdir import read_mask_folder
 from annotation.masks import read_mask_png
 from annotation.project import Project
 
 from ..badfiles import photo
+from ..conftest import SharedData
 
 
-def test_camvid_void_11_becomes_255(shared_data: Path, tmp_path: Path) -> None:
-    cam = shared_data / "camvid_small"
+def test_camvid_void_11_becomes_255(shared_data: SharedData, tmp_path: Path) -> None:
+    cam = shared_data("camvid_small")
     res = read_mask_folder(cam / "val" / "labels", cam / "val" / "images", cam / "CLASSES.txt", void=11)
     assert len(res.items) == 18
     assert [c.name for c in res.classes][:2] == ["Sky", "Building"] and len(res.classes) == 11
@@ -31,7 +33,9 @@ def test_camvid_void_11_becomes_255(shared_data: Path, tmp_path: Path) -> None:
     with Project.open(tmp_path / "p") as p:
         assert {r.status for r in p.images()} == {"edited"}
         # Importing the same folder again updates, it does not duplicate.
-    apply_import(tmp_path / "p", read_mask_folder(cam / "val" / "labels", cam / "val" / "images", cam / "CLASSES.txt", void=11))
+    apply_import(
+        tmp_path / "p", read_mask_folder(cam / "val" / "labels", cam / "val" / "images", cam / "CLASSES.txt", void=11)
+    )
     with Project.open(tmp_path / "p") as p:
         assert len(p.images()) == 18 and {r.status for r in p.images()} == {"reviewed"}
 
@@ -73,7 +77,8 @@ def test_images_without_labels_are_new(tmp_path: Path) -> None:
     apply_import(tmp_path / "p", read_mask_folder(tmp_path / "lab", tmp_path / "img"))
     with Project.open(tmp_path / "p") as p:
         assert sorted((Path(r.path).name, r.status, r.has_mask) for r in p.images()) == [
-            ("unlabelled.png", "new", False), ("x.png", "reviewed", True),
+            ("unlabelled.png", "new", False),
+            ("x.png", "reviewed", True),
         ]
         assert [c.name for c in p.classes()] == ["class_1"]
 
@@ -81,7 +86,9 @@ def test_images_without_labels_are_new(tmp_path: Path) -> None:
 def test_class_files(tmp_path: Path) -> None:
     classes, void = parse_class_lines(["__ignore__", "_background_", "cat", "tv/monitor", ""], "labels.txt")
     assert void == {"__ignore__"} and [(c.index, c.name, c.is_background) for c in classes] == [
-        (0, "_background_", True), (1, "cat", False), (2, "tv/monitor", False),
+        (0, "_background_", True),
+        (1, "cat", False),
+        (2, "tv/monitor", False),
     ]
     with pytest.raises(AtrousReadError, match="line 2 is empty"):
         parse_class_lines(["a", "", "b"], "x.txt")

@@ -22,6 +22,7 @@ from annotation.masks import read_mask_png, voc_colormap
 from annotation.project import LabelClass, Project
 
 from ..badfiles import exif_rotated_jpeg, photo
+from ..conftest import SharedData
 
 CLASSES = [LabelClass(0, "background", (0, 0, 0), True), LabelClass(1, "a", (9, 9, 9)), LabelClass(2, "b", (8, 8, 8))]
 
@@ -38,16 +39,16 @@ def _stem_masks(project: Project) -> dict[str, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def camvid_project(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from ..conftest import SHARED_DATA
+    from ..conftest import shared_dataset
 
-    cam = SHARED_DATA / "camvid_small"
+    cam = shared_dataset("camvid_small")
     root = tmp_path_factory.mktemp("cam") / "proj"
     res = read_mask_folder(cam / "train" / "labels", cam / "train" / "images", cam / "CLASSES.txt", void=11)
     apply_import(root, res)
     return root
 
 
-def test_camvid_voc_round_trip_is_exact(camvid_project: Path, tmp_path: Path, shared_data: Path) -> None:
+def test_camvid_voc_round_trip_is_exact(camvid_project: Path, tmp_path: Path, shared_data: SharedData) -> None:
     out = tmp_path / "voc"
     with Project.open(camvid_project) as p:
         s = export_voc(p, out, devkit=True)
@@ -62,7 +63,7 @@ def test_camvid_voc_round_trip_is_exact(camvid_project: Path, tmp_path: Path, sh
         assert np.array_equal(np.asarray(target), masks[name]), name
         assert img.size == target.size
         # The raw label file had 11 where the project has 255.
-        raw = read_mask_png(shared_data / "camvid_small" / "train" / "labels" / f"{name}.png")
+        raw = read_mask_png(shared_data("camvid_small") / "train" / "labels" / f"{name}.png")
         assert np.array_equal(np.where(raw == 11, 255, raw), masks[name])
     train = _voc_dataset(out, "train")
     val = _voc_dataset(out, "val")
@@ -70,7 +71,7 @@ def test_camvid_voc_round_trip_is_exact(camvid_project: Path, tmp_path: Path, sh
     voc = out / "VOCdevkit" / "VOC2012"
     with Image.open(voc / "SegmentationClass" / f"{name}.png") as im:
         assert im.mode == "P"
-        assert np.array_equal(np.asarray(im.getpalette()[:3 * 256]).reshape(256, 3), voc_colormap(256))
+        assert np.array_equal(np.asarray(im.getpalette()[: 3 * 256]).reshape(256, 3), voc_colormap(256))
     labels = (voc / "labels.txt").read_text().splitlines()
     assert labels[0] == "Sky" and labels[10] == "Bicyclist"
 
@@ -100,8 +101,8 @@ def test_object_map_numbers_components() -> None:
     assert overflow == 300 - 254 and obj.max() == 255 and np.count_nonzero(obj == 255) == 46
 
 
-def test_labelme_voc_folder_imports_exactly(tmp_path: Path, shared_data: Path) -> None:
-    root = shared_data / "labelme_examples" / "semantic_segmentation" / "data_dataset_voc"
+def test_labelme_voc_folder_imports_exactly(tmp_path: Path, shared_data: SharedData) -> None:
+    root = shared_data("labelme_examples") / "semantic_segmentation" / "data_dataset_voc"
     res = read_voc(root)
     assert [c.name for c in res.classes][:2] == ["_background_", "aeroplane"] and res.classes[0].is_background
     apply_import(tmp_path / "p", res)
@@ -214,7 +215,9 @@ def test_exif_rotated_jpeg_is_exported_upright(tmp_path: Path) -> None:
     assert "upright" in (tmp_path / "o" / "VOCdevkit" / "VOC2012" / "atrous_export.json").read_text()
 
 
-def test_export_refuses_non_empty_folder_and_cleans_up_on_full_disk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_export_refuses_non_empty_folder_and_cleans_up_on_full_disk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rid = _one_image_project(tmp_path / "p", 8, 8)
     with Project.open(tmp_path / "p") as p:
         p.save_mask(rid, np.ones((8, 8), np.uint8))

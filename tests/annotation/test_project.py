@@ -29,7 +29,11 @@ def _images(folder: Path, n: int = 3) -> list[Path]:
     return out
 
 
-CLASSES = [LabelClass(0, "background", (0, 0, 0), True), LabelClass(1, "cat", (200, 0, 0)), LabelClass(2, "dog", (0, 200, 0))]
+CLASSES = [
+    LabelClass(0, "background", (0, 0, 0), True),
+    LabelClass(1, "cat", (200, 0, 0)),
+    LabelClass(2, "dog", (0, 200, 0)),
+]
 
 
 def test_create_open_and_db_settings(tmp_path: Path) -> None:
@@ -174,7 +178,9 @@ def test_crash_during_save_keeps_old_mask_and_db(tmp_path: Path, monkeypatch: py
         assert sorted(f.name for f in (tmp_path / "p" / "masks").iterdir()) == [f"{rec.id}.png"]
 
 
-def test_crash_after_file_before_db_never_points_at_missing_mask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_crash_after_file_before_db_never_points_at_missing_mask(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _images(tmp_path / "d", 1)
     with Project.create(tmp_path / "p", classes=CLASSES) as p:
         p.add_images(tmp_path / "d")
