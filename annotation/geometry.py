@@ -173,7 +173,10 @@ def mask_to_rle(binary: np.ndarray) -> dict[str, Any]:
     arr = np.asfortranarray(np.asarray(binary, dtype=np.uint8))
     rle = mask_utils.encode(arr)
     counts = rle["counts"]
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts}
+    return {
+        "size": [int(rle["size"][0]), int(rle["size"][1])],
+        "counts": counts.decode("ascii") if isinstance(counts, bytes) else counts,
+    }
 
 
 def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:

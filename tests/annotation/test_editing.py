@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from annotation import editing
+from annotation import regions as editing  # the fill's run-walk threshold lives in annotation.regions
 from annotation.editing import (
     BACKGROUND,
     MIN_RADIUS,
@@ -22,7 +22,6 @@ from annotation.editing import (
     History,
     MaskDocument,
     PaintResult,
-    _PackedMask,
     accept_region,
     brush_segment,
     connected_region,
@@ -30,6 +29,7 @@ from annotation.editing import (
     paint_region,
     polygon,
 )
+from annotation.history import _PackedMask
 
 # --------------------------------------------------------------------------- brute-force references
 
@@ -170,9 +170,7 @@ def test_brush_matches_distance_definition(x0: float, y0: float, x1: float, y1: 
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    st.floats(-5, 45), st.floats(-5, 45), st.floats(-5, 45), st.floats(-5, 45), st.floats(0.0, 9.0)
-)
+@given(st.floats(-5, 45), st.floats(-5, 45), st.floats(-5, 45), st.floats(-5, 45), st.floats(0.0, 9.0))
 def test_brush_property(x0: float, y0: float, x1: float, y1: float, radius: float) -> None:
     shape = (40, 40)
     labels = np.zeros(shape, dtype=np.uint8)
