@@ -120,11 +120,19 @@ def main() -> None:
     ap.add_argument("--correction-weight", type=float, default=1.0)
     ap.add_argument("--batch-size", type=int, default=None, help="default: fine-tune's own (4 on the CPU)")
     ap.add_argument("--crop", type=int, default=320)
-    ap.add_argument("--normalisation", choices=["dataset", "image"], default=None,
-                    help="input normalisation of the model trained in round 0 (default: fine-tune's, per image for a random init)")
-    ap.add_argument("--order", choices=["stratified", "sorted", "shuffled", "uncertain", "novel"], default="uncertain",
-                    help="order the pool is corrected in: least confident pre-label first (the app's queue, default), "
-                         "sequences interleaved, by name, a seeded shuffle, or least confident and unlike the corrected ones")
+    ap.add_argument(
+        "--normalisation",
+        choices=["dataset", "image"],
+        default=None,
+        help="input normalisation of the model trained in round 0 (default: fine-tune's, per image for a random init)",
+    )
+    ap.add_argument(
+        "--order",
+        choices=["stratified", "sorted", "shuffled", "uncertain", "novel"],
+        default="uncertain",
+        help="order the pool is corrected in: least confident pre-label first (the app's queue, default), "
+        "sequences interleaved, by name, a seeded shuffle, or least confident and unlike the corrected ones",
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of the shuffled order")
     args = ap.parse_args()
 
@@ -133,8 +141,8 @@ def main() -> None:
     from annotation.formats.maskdir import read_mask_folder
     from annotation.imageio import load_image
     from annotation.project import Project
-    from model.cli import prelabel_project
     from model.finetune import finetune
+    from model.jobs import prelabel_project
     from model.metrics import ConfusionMatrix
     from model.predictor import Predictor
     from model.weights import load_checkpoint
@@ -144,7 +152,9 @@ def main() -> None:
         truth: dict[Path, np.ndarray] = {}
         classes = None
         for split in ("train", "val"):
-            res = read_mask_folder(CAMVID / split / "labels", CAMVID / split / "images", CAMVID / "CLASSES.txt", void=VOID)
+            res = read_mask_folder(
+                CAMVID / split / "labels", CAMVID / split / "images", CAMVID / "CLASSES.txt", void=VOID
+            )
             classes = res.classes
             for item in res.items:
                 truth[item.image_path.resolve()] = item.mask
@@ -164,17 +174,27 @@ def main() -> None:
         held = [r for r in recs if r not in pool]
         gt = {r.id: truth[project.image_path(r).resolve()] for r in recs}
         n_rounds = args.rounds or -(-len(pool) // args.k)
-        print(f"CamVid pool {len(pool)} / held-out {len(held)} images, {args.k} corrected per round ({args.order} order), "
-              f"{args.minutes:g} min fine-tune per round, correction weight {args.correction_weight:g}, "
-              f"normalisation {args.normalisation or 'default'}, "
-              f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+        print(
+            f"CamVid pool {len(pool)} / held-out {len(held)} images, {args.k} corrected per round ({args.order} order), "
+            f"{args.minutes:g} min fine-tune per round, correction weight {args.correction_weight:g}, "
+            f"normalisation {args.normalisation or 'default'}, "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads"
+        )
         mix_head = "/".join(sequences)
-        print(f"{'round':>5s} {'corrected':>9s} {'px fixed/img':>12s} {mix_head:>{len(mix_head)}s} {'held-out mIoU':>13s} {'steps':>6s} {'time':>7s}")
+        print(
+            f"{'round':>5s} {'corrected':>9s} {'px fixed/img':>12s} {mix_head:>{len(mix_head)}s} "
+            f"{'held-out mIoU':>13s} {'steps':>6s} {'time':>7s}"
+        )
         if args.order == "novel":
             from PIL import Image
 
-            look = {r.id: np.asarray(Image.fromarray(load_image(project.image_path(r))).resize((16, 12), Image.BILINEAR),
-                                     np.float32).ravel() / 255.0 for r in pool}
+            look = {
+                r.id: np.asarray(
+                    Image.fromarray(load_image(project.image_path(r))).resize((16, 12), Image.BILINEAR), np.float32
+                ).ravel()
+                / 255.0
+                for r in pool
+            }
         fixed_pct: list[float] = []
         miou = float("nan")
         for rnd in range(n_rounds):
@@ -186,7 +206,9 @@ def main() -> None:
                 pool = pool[: rnd * args.k] + rest
             elif args.order == "novel" and rnd > 0:
                 doubt = {r.id: 1.0 - (r.mean_confidence or 0.0) for r in project.images()}
-                pool = pool[: rnd * args.k] + novel_first(pool[rnd * args.k :], pool[: rnd * args.k], doubt, look, args.k)
+                pool = pool[: rnd * args.k] + novel_first(
+                    pool[rnd * args.k :], pool[: rnd * args.k], doubt, look, args.k
+                )
             batch = pool[rnd * args.k : (rnd + 1) * args.k]
             if not batch:
                 break
@@ -200,8 +222,15 @@ def main() -> None:
                 project.save_mask(r.id, g, status="edited", changed_pixels=changed, source="bench")
             fixed_pct.append(float(np.mean(pcts)))
             result = finetune(
-                project, minutes=args.minutes, val_fraction=0.0, batch_size=args.batch_size, crop=args.crop,
-                correction_weight=args.correction_weight, normalisation=args.normalisation, device="cpu", name=f"round {rnd}",
+                project,
+                minutes=args.minutes,
+                val_fraction=0.0,
+                batch_size=args.batch_size,
+                crop=args.crop,
+                correction_weight=args.correction_weight,
+                normalisation=args.normalisation,
+                device="cpu",
+                name=f"round {rnd}",
             )
             loaded = load_checkpoint(result.checkpoint_path)
             predictor = Predictor(loaded, device="cpu", batch_size=1)
@@ -212,15 +241,27 @@ def main() -> None:
             miou = cm.compute().miou
             n_done = min(len(pool), (rnd + 1) * args.k)
             mix = "/".join(str(sum(sequence(r) == q for r in batch)) for q in sequences)
-            print(f"{rnd:5d} {n_done:9d} {fixed_pct[-1]:11.1f}% {mix:>{len(mix_head)}s} {miou:13.3f} {result.iterations:6d} "
-                  f"{time.perf_counter() - t0:6.0f}s", flush=True)
+            print(
+                f"{rnd:5d} {n_done:9d} {fixed_pct[-1]:11.1f}% {mix:>{len(mix_head)}s} {miou:13.3f} {result.iterations:6d} "
+                f"{time.perf_counter() - t0:6.0f}s",
+                flush=True,
+            )
         trained_on = (len(fixed_pct) - 1) * args.k
         rises = [i for i in range(1, len(fixed_pct)) if fixed_pct[i] >= fixed_pct[i - 1]]
         drawn = sum(fixed_pct) * args.k / 100.0
-        print(f"pixels drawn in all: {drawn:.1f} images' worth for {len(fixed_pct) * args.k} images "
-              f"({len(fixed_pct) * args.k / max(drawn, 1e-9):.1f}x less than labelling every pixel)")
-        print("falls every round: yes" if not rises else f"falls every round: no (round {', '.join(map(str, rises))} did not fall)")
-        print(f"label loop: pixels to fix fell from {fixed_pct[0]:.1f}% to {fixed_pct[-1]:.1f}% after {trained_on} images; held-out mIoU {miou:.3f}")
+        print(
+            f"pixels drawn in all: {drawn:.1f} images' worth for {len(fixed_pct) * args.k} images "
+            f"({len(fixed_pct) * args.k / max(drawn, 1e-9):.1f}x less than labelling every pixel)"
+        )
+        print(
+            "falls every round: yes"
+            if not rises
+            else f"falls every round: no (round {', '.join(map(str, rises))} did not fall)"
+        )
+        print(
+            f"label loop: pixels to fix fell from {fixed_pct[0]:.1f}% to {fixed_pct[-1]:.1f}% after {trained_on} images; "
+            f"held-out mIoU {miou:.3f}"
+        )
         project.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -14,7 +14,7 @@ from annotation.errors import AtrousError, AtrousReadError
 from annotation.imageio import is_image_file
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
+def register(sub: argparse._SubParsersAction) -> None:
     """Add the model subcommands to the top-level parser."""
     p = sub.add_parser(
         "prelabel",
@@ -30,7 +30,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     )
     p.add_argument("images", metavar="IMAGES_DIR|PROJECT", type=Path)
     p.add_argument("--out", type=Path, metavar="MASKS_DIR", help="folder for the label PNGs (folder mode only)")
-    p.add_argument("--overwrite-edited", action="store_true", help="project mode: also replace edited and reviewed masks")
+    p.add_argument(
+        "--overwrite-edited", action="store_true", help="project mode: also replace edited and reviewed masks"
+    )
     add_model_arguments(p, default=None)
     p.set_defaults(func=cmd_prelabel)
 
@@ -70,9 +72,15 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
         "resolution (255 = void is ignored). Default model: the active version.",
     )
     e.add_argument("project", type=Path)
-    e.add_argument("--status", default="edited,reviewed", help="comma-separated statuses to evaluate (default: %(default)s)")
-    e.add_argument("--split", choices=["all", "val", "train"], default="all",
-                   help="only the fine-tune val (or train) split of --seed/--val-fraction (default: all)")
+    e.add_argument(
+        "--status", default="edited,reviewed", help="comma-separated statuses to evaluate (default: %(default)s)"
+    )
+    e.add_argument(
+        "--split",
+        choices=["all", "val", "train"],
+        default="all",
+        help="only the fine-tune val (or train) split of --seed/--val-fraction (default: all)",
+    )
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--val-fraction", type=float, default=0.2)
     e.add_argument("--json", action="store_true", help="print one JSON object: miou, pixel_accuracy, per_class_iou")
@@ -80,14 +88,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # noqa: SLF001
     e.set_defaults(func=cmd_evaluate)
 
 
-DEFAULT_MODEL = "deeplabv3_mobilenet_v3_large"
-
-
-def add_model_arguments(p: argparse.ArgumentParser, default: str | None = DEFAULT_MODEL) -> None:
+def add_model_arguments(p: argparse.ArgumentParser, default: str | None = None) -> None:
     """The options every command that runs the network shares.
 
     ``default=None``: resolved per command (a project's active version, else the registry default).
     """
+    from .versions import DEFAULT_MODEL
+
     p.add_argument(
         "--model",
         default=default,
@@ -100,31 +107,14 @@ def add_model_arguments(p: argparse.ArgumentParser, default: str | None = DEFAUL
     p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: 1 on CPU, 8 on GPU)")
 
 
-def read_class_names(path: Path) -> list[str]:
-    """One class name per line; blank trailing lines ignored."""
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise AtrousReadError(f"{path}: cannot read the class list ({e})") from e
-    names = [ln.strip() for ln in lines]
-    while names and not names[-1]:
-        names.pop()
-    if not names or any(not n for n in names):
-        raise AtrousReadError(f"{path}: the class list must have one non-empty name per line")
-    return names
+def make_predictor(args: argparse.Namespace, ref=None):
+    """Load ``ref`` (default: ``--model`` resolved without a project) with the device/precision options."""
+    from .versions import load_predictor, resolve
 
-
-def make_predictor(args: argparse.Namespace):  # -> Predictor (torch imported lazily)
-    """Load ``--model`` and build a Predictor with the device/precision options."""
-    from .predictor import Predictor
-    from .weights import load_model
-
-    names = read_class_names(args.classes) if args.classes else None
-    loaded = load_model(args.model or DEFAULT_MODEL, class_names=names)
-    predictor = Predictor(loaded, device=args.device, precision=args.precision, batch_size=args.batch_size or 1)
-    if args.batch_size is None and predictor.device.type != "cpu":
-        predictor.batch_size = 8
-    return predictor
+    ref = ref if ref is not None else resolve(None, args.model)
+    return load_predictor(
+        ref, device=args.device, precision=args.precision, batch_size=args.batch_size, classes_file=args.classes
+    )
 
 
 def _scan(folder: Path) -> list[Path]:
@@ -133,14 +123,9 @@ def _scan(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p))
 
 
-def is_project(path: Path) -> bool:
-    from annotation.project import DB_NAME
-
-    return (Path(path) / DB_NAME).is_file()
-
-
 def cmd_prelabel(args: argparse.Namespace) -> int:
     """Pre-label every image in a folder (or a project's new images); 0, or 1 when some images were skipped."""
+    from annotation.layout import is_project
     from annotation.masks import make_palette, write_mask_png
 
     from .progress import ProgressBar, format_seconds
@@ -161,7 +146,9 @@ def cmd_prelabel(args: argparse.Namespace) -> int:
     palette = make_palette(meta.colours)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "labels.txt").write_text("\n".join(meta.class_names) + "\n", encoding="utf-8")
-    print(f"pre-labelling {len(paths)} images with {meta.name or args.model} on {predictor.description}", file=sys.stderr)
+    print(
+        f"pre-labelling {len(paths)} images with {meta.name or args.model} on {predictor.description}", file=sys.stderr
+    )
     bar = ProgressBar(len(paths))
     failed: list[str] = []
     written = 0
@@ -225,16 +212,24 @@ def _list_versions(root: Path) -> int:
         if not versions:
             print(f"{root}: no model versions yet (run `finetune {root}`)")
             return 0
+        import datetime
+
+        from .versions import REGISTRY_NAMES, version_ref
+
         print(f"{'':2s}{'version':8s} {'created':19s} {'val mIoU':>8s}  {'images':>6s}  checkpoint")
         for mv in versions:
-            import datetime
-
             mark = "* " if active is not None and active.id == mv.id else "  "
             miou = mv.metrics.get("best_val_miou")
             n = len(mv.metrics.get("train_images", [])) or ""
             when = datetime.datetime.fromtimestamp(mv.created).isoformat(sep=" ", timespec="seconds")
-            print(f"{mark}v{mv.id:<7d} {when} {'-' if miou is None else f'{miou:.3f}':>8s}  {n!s:>6s}  {mv.checkpoint_path}")
-        print("* = active (change with `activate PROJECT VERSION`)" if active else "no active version (set one with `activate PROJECT VERSION`)")
+            spec = version_ref(project, mv, check=False).spec
+            missing = "" if spec in REGISTRY_NAMES or Path(spec).is_file() else "  (missing)"
+            print(f"{mark}v{mv.id:<7d} {when} {'-' if miou is None else f'{miou:.3f}':>8s}  {n!s:>6s}  {spec}{missing}")
+        print(
+            "* = active (change with `activate PROJECT VERSION`)"
+            if active
+            else "no active version (set one with `activate PROJECT VERSION`)"
+        )
     return 0
 
 
@@ -242,187 +237,154 @@ def cmd_activate(args: argparse.Namespace) -> int:
     """``activate PROJECT VERSION|none``."""
     from annotation.project import Project
 
+    from .versions import parse_version_id, version_ref
+
     with Project.open(args.project) as project:
         text = str(args.version)
         if text.lower() == "none":
             project.active_model_version = None
             print(f"{args.project}: no active model version")
             return 0
-        key = text[1:] if text[:1] in "vV" else text
-        if not key.isdigit():
+        vid = parse_version_id(text)
+        if vid is None:
             raise AtrousError(f"{text!r} is not a version id; use e.g. 3 or v3 (see `models {args.project}`)")
-        project.active_model_version = int(key)
+        project.active_model_version = vid
         mv = project.active_model_version
-        print(f"{args.project}: active model version is now v{mv.id} ({mv.checkpoint_path})")
+        ref = version_ref(project, mv, check=False)
+        print(f"{args.project}: active model version is now v{mv.id} ({ref.spec})")
     return 0
-
-
-def _project_model(project, spec: str | None) -> tuple[str, int | None]:
-    """(model spec for load_model, project version id or None) for --model in project mode."""
-    from .finetune import resolve_model_spec
-
-    if spec is None:
-        active = project.active_model_version
-        if active is not None:
-            return resolve_model_spec(project, None), active.id  # type: ignore[return-value]
-        return DEFAULT_MODEL, None
-    resolved = resolve_model_spec(project, spec)
-    key = spec[1:] if spec[:1] in "vV" else spec
-    if key.isdigit() and not Path(spec).exists():
-        return resolved, int(key)  # type: ignore[return-value]
-    # a checkpoint that already is one of the project's versions keeps its id
-    p = Path(resolved).expanduser()
-    if p.exists():
-        for mv in project.model_versions():
-            stored = Path(mv.checkpoint_path)
-            stored = stored if stored.is_absolute() else project.root / stored
-            try:
-                if stored.resolve() == p.resolve():
-                    return resolved, mv.id
-            except OSError:
-                pass
-    return resolved, None
-
-
-def check_classes_match(project, meta) -> None:
-    """Refuse a model whose classes are not the project's (names by index); adopt them if the project has none."""
-    from annotation.project import LabelClass
-
-    classes = project.classes()
-    if not classes:
-        project.set_classes([LabelClass(i, n, tuple(c)) for i, (n, c) in enumerate(zip(meta.class_names, meta.colours)) if not n.startswith("__unused_")])
-        return
-    want = {c.index: c.name for c in classes}
-    have = {i: n for i, n in enumerate(meta.class_names)}
-    bad = [f"{i}:{n}" for i, n in want.items() if have.get(i) != n]
-    if bad:
-        raise AtrousError(
-            f"the model's classes ({', '.join(meta.class_names[:8])}{'...' if len(meta.class_names) > 8 else ''}) are not "
-            f"the project's (mismatch at {', '.join(bad[:4])}); fine-tune a model for this project first "
-            f"(`finetune {project.root} --base MODEL` rebuilds the heads for the project's classes)"
-        )
-
-
-def prelabel_project(
-    project, predictor, *, version_id: int | None, overwrite_edited: bool = False, image_ids: list[int] | None = None,
-    on_item=None,
-) -> tuple[int, list[str]]:
-    """Pre-label a project's machine-made images; returns (written, failure lines).
-
-    Writes each mask with status ``prelabeled`` and ``version_id``, a copy under
-    ``PROJECT/prelabels/<id>.png`` (so corrections can be counted later), the
-    confidence map under ``PROJECT/confidence/<id>.png`` (the editor's
-    low-confidence overlay) and the image's mean confidence.
-    """
-    from annotation.confidence import write_confidence
-    from annotation.masks import write_mask_png
-
-    from .data import prelabel_path
-
-    statuses = ["new", "prelabeled"] + (["edited", "reviewed"] if overwrite_edited else [])
-    records = project.images(statuses)
-    if image_ids is not None:
-        wanted = set(image_ids)
-        records = [r for r in records if r.id in wanted]
-    palette = project.palette()
-    by_path = {project.image_path(r): r for r in records}
-    failed: list[str] = []
-    written = 0
-    for path, result in predictor.predict_files(list(by_path)):
-        rec = by_path[Path(path)]
-        if isinstance(result, AtrousError):
-            failed.append(str(result))
-        else:
-            try:
-                if result.labels.shape != (rec.height, rec.width):
-                    raise AtrousReadError(f"{path}: the image is now {result.labels.shape[1]}x{result.labels.shape[0]}, the project recorded {rec.width}x{rec.height}")
-                write_mask_png(prelabel_path(project, rec.id), result.labels, palette)
-                project.save_mask(rec.id, result.labels, status="prelabeled", model_version=version_id, source="prelabel")
-                write_confidence(project.root, rec.id, result.confidence)
-                project.set_mean_confidence(rec.id, result.mean_confidence)
-                written += 1
-            except AtrousError as e:
-                failed.append(str(e))
-        if on_item is not None:
-            on_item(rec)
-    return written, failed
 
 
 def cmd_prelabel_project(args: argparse.Namespace) -> int:
     """``prelabel PROJECT [--model ...] [--overwrite-edited]``."""
     from annotation.project import Project
 
+    from .jobs import prelabel_project
     from .progress import ProgressBar, format_seconds
-    from .weights import load_checkpoint
+    from .versions import check_classes_match, ensure_version, resolve
 
     with Project.open(args.images) as project:
-        spec, version_id = _project_model(project, args.model)
-        args.model = spec
-        predictor = make_predictor(args)
+        ref = resolve(project, args.model)
+        predictor = make_predictor(args, ref)
         check_classes_match(project, predictor.meta)
-        if version_id is None:
-            # Record where the pre-labels came from, once per model file or name.
-            known = {mv.checkpoint_path: mv.id for mv in project.model_versions()}
-            key = str(Path(spec).resolve()) if Path(spec).exists() else spec
-            version_id = known.get(key) or project.add_model_version(predictor.meta.name or Path(spec).stem, key, {"external": True})
-        statuses = ["new", "prelabeled"] + (["edited", "reviewed"] if args.overwrite_edited else [])
-        todo = project.images(statuses)
-        skipped = len(project.images(["edited", "reviewed"])) if not args.overwrite_edited else 0
-        print(f"pre-labelling {len(todo)} images of {args.images} with v{version_id} ({predictor.meta.name}) on {predictor.description}", file=sys.stderr)
-        bar = ProgressBar(len(todo))
-        start = time.perf_counter()
-        written, failed = prelabel_project(
-            project, predictor, version_id=version_id, overwrite_edited=args.overwrite_edited,
-            on_item=lambda rec: bar.update(1, rec.name),
+        version_id = ensure_version(project, ref, predictor.meta.name)
+        bar: ProgressBar | None = None
+
+        def on_progress(done: int, total: int, name: str) -> None:
+            nonlocal bar
+            if bar is None:
+                bar = ProgressBar(total)
+            bar.update(done - bar.done, name)
+
+        print(
+            f"pre-labelling {args.images} with v{version_id} ({predictor.meta.name}) on {predictor.description}",
+            file=sys.stderr,
         )
-        elapsed = time.perf_counter() - start
+        summary = prelabel_project(
+            project, predictor, version_id=version_id, overwrite_edited=args.overwrite_edited, on_progress=on_progress
+        )
     print(
-        f"pre-labelled {written} of {len(todo)} images in {format_seconds(elapsed)} with model version v{version_id}"
-        + (f"; {skipped} edited/reviewed image(s) left alone (--overwrite-edited replaces them)" if skipped else "")
+        f"pre-labelled {summary.written} of {summary.total} images in {format_seconds(summary.seconds)} "
+        f"with model version v{version_id}"
+        + (
+            f"; {summary.left_alone} edited/reviewed image(s) left alone (--overwrite-edited replaces them)"
+            if summary.left_alone
+            else ""
+        )
     )
-    return _report_skipped(failed)
+    return _report_skipped([why for _, why in summary.failed + summary.skipped])
 
 
 def add_finetune_arguments(f: argparse.ArgumentParser) -> None:
     f.add_argument("project", type=Path)
-    f.add_argument("--base", default=None,
-                   help="starting weights: a registry name, a checkpoint file, a project version (v3), or 'scratch' "
-                   "(default: the active version, else cached torchvision weights, else a random init)")
+    f.add_argument(
+        "--base",
+        default=None,
+        help="starting weights: a registry name, a checkpoint file, a project version (v3), or 'scratch' "
+        "(default: the active version, else cached torchvision weights, else a random init)",
+    )
     g = f.add_mutually_exclusive_group()
     g.add_argument("--epochs", type=int, help="passes over the training images (default 30)")
     g.add_argument("--minutes", type=float, help="train for this long instead (LR schedule follows the clock)")
-    f.add_argument("--batch-size", type=int, default=None, help="images per training step (default: 4 on the CPU, 8 on a GPU)")
+    f.add_argument(
+        "--batch-size", type=int, default=None, help="images per training step (default: 4 on the CPU, 8 on a GPU)"
+    )
     f.add_argument("--crop", type=int, default=320, help="square training crop in pixels (padded with void)")
-    f.add_argument("--input-size", type=int, default=None, help="training/inference scale, shorter side (default: the base's)")
-    f.add_argument("--normalisation", choices=["dataset", "image"], default=None,
-                   help="input normalisation: the base's mean/std, or each image's own (default: the base's; "
-                   "'image' for a random init)")
+    f.add_argument(
+        "--input-size", type=int, default=None, help="training/inference scale, shorter side (default: the base's)"
+    )
+    f.add_argument(
+        "--normalisation",
+        choices=["dataset", "image"],
+        default=None,
+        help="input normalisation: the base's mean/std, or each image's own (default: the base's; "
+        "'image' for a random init)",
+    )
     f.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
     f.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3 AdamW, 0.02 SGD)")
-    f.add_argument("--correction-weight", type=float, default=1.0,
-                   help="loss weight of the pixels a person corrected in the pre-label (1 = no extra weight)")
+    f.add_argument(
+        "--correction-weight",
+        type=float,
+        default=1.0,
+        help="loss weight of the pixels a person corrected in the pre-label (1 = no extra weight)",
+    )
     f.add_argument("--val-fraction", type=float, default=0.2)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N")
     f.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     f.add_argument("--no-activate", action="store_true", help="save the version but keep the current active one")
     f.add_argument("--name", default="", help="a name for the new model version")
+    f.add_argument("--evals", type=int, default=8, help="with --minutes: about this many val evaluations (default 8)")
+    f.add_argument(
+        "--progress-json",
+        action="store_true",
+        help="write one JSON object per line to stdout for every progress report (phase start, load, "
+        "warmup, train, eval, epoch, bn, save), then one 'done' line with the result or an 'error' "
+        "line; text for people goes to stderr (the app reads this)",
+    )
 
 
 def cmd_finetune(args: argparse.Namespace) -> int:
-    """``finetune PROJECT [...]``: train with a progress bar, then a summary ending with the checkpoint path."""
+    """``finetune PROJECT [...]``: train with a progress bar, then a summary ending with the checkpoint path.
+
+    With ``--progress-json`` stdout carries only JSON lines (:class:`model.progress.JsonLines`):
+    ``{"phase": "start", "pid"}`` once the Ctrl-C handler is in place, every progress report of
+    :func:`model.finetune.finetune` except its own "done", then either ``{"phase": "done",
+    "version_id", "checkpoint", "best_miou", "per_class_iou", "activated", "stopped", "iterations",
+    "seconds", "it_per_s"}`` (``version_id`` None when nothing was saved) or ``{"phase": "error",
+    "message"}``. Everything written for people goes to stderr.
+    """
+    import contextlib
     import os
+    import signal
+    import threading
 
     from .finetune import FinetuneConfig, _dist_info, finetune
     from .metrics import SegMetrics, format_metrics
-    from .progress import ProgressBar, format_seconds
+    from .progress import JsonLines, ProgressBar, format_seconds
 
     rank = _dist_info()[0]
+    # Only rank 0 reports, so that under torchrun the lines of several processes never interleave.
+    lines = JsonLines(sys.stdout) if args.progress_json and rank == 0 else None
     config = FinetuneConfig(
-        project=str(args.project), base=args.base, epochs=args.epochs, minutes=args.minutes, batch_size=args.batch_size,
-        crop=args.crop, input_size=args.input_size, normalisation=args.normalisation, optimizer=args.optimizer, lr=args.lr,
-        correction_weight=args.correction_weight, val_fraction=args.val_fraction, seed=args.seed, device=args.device,
-        precision=args.precision, activate=not args.no_activate, name=args.name,
+        project=str(args.project),
+        base=args.base,
+        epochs=args.epochs,
+        minutes=args.minutes,
+        batch_size=args.batch_size,
+        crop=args.crop,
+        input_size=args.input_size,
+        normalisation=args.normalisation,
+        optimizer=args.optimizer,
+        lr=args.lr,
+        correction_weight=args.correction_weight,
+        val_fraction=args.val_fraction,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+        activate=not args.no_activate,
+        name=args.name,
+        evals=args.evals,
     )
     state: dict = {"bar": None, "shown": 0}
 
@@ -430,8 +392,13 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         if rank != 0:
             return
         phase = d.get("phase")
+        if lines is not None and phase != "done":  # the command's own "done" line carries the whole result
+            lines.write(d)
         if phase == "load" and "train" in d:
-            print(f"fine-tuning on {d['train']} image(s), validating on {d['val']}; base: {d['base']} ({d['heads']})", file=sys.stderr)
+            print(
+                f"fine-tuning on {d['train']} image(s), validating on {d['val']}; base: {d['base']} ({d['heads']})",
+                file=sys.stderr,
+            )
         elif phase == "train":
             if state["bar"] is None:
                 total = d["iterations"] if d["iterations"] else 1000
@@ -441,46 +408,75 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             if target > bar.done:
                 bar.update(target - bar.done, f"epoch {d['epoch']} loss {d['loss']:.3f}")
         elif phase == "epoch" and d.get("val_miou") is not None:
-            print(f"\nepoch {d['epoch']}: train loss {d['train_loss']:.3f}, val mIoU {d['val_miou']:.3f}", file=sys.stderr)
+            print(
+                f"\nepoch {d['epoch']}: train loss {d['train_loss']:.3f}, val mIoU {d['val_miou']:.3f}", file=sys.stderr
+            )
 
-    # The first Ctrl-C stops training like the GUI's cancel button (the best checkpoint so far is kept,
-    # not activated); a second one interrupts at once.
-    import signal
-    import threading
-
+    # The first Ctrl-C (the app's cancel sends SIGINT too) stops training like the old in-app cancel button:
+    # the best checkpoint so far is kept, not activated; a second one interrupts at once.
     stop = {"flag": False}
     previous = None
 
-    def on_sigint(signum, frame) -> None:  # noqa: ARG001
+    def on_sigint(signum, frame) -> None:
         if stop["flag"]:
             raise KeyboardInterrupt
         stop["flag"] = True
         print("\nstopping after this step (Ctrl-C again to abort without saving)", file=sys.stderr)
 
+    def run() -> int:
+        result = finetune(config, on_progress=on_progress, should_stop=lambda: stop["flag"])
+        if rank != 0:
+            return 0
+        print()
+        print(f"{result.iterations} steps in {format_seconds(result.seconds)} ({result.it_per_s:.2f} it/s)")
+        if result.per_class_iou:
+            names = list(result.per_class_iou)
+            m = SegMetrics(result.best_miou or 0.0, float("nan"), list(result.per_class_iou.values()), names)
+            print("\n".join(format_metrics(m).splitlines()[:-1]))  # the val pixel accuracy is in the JSON record
+        else:
+            print("no val images (too few edited/reviewed images), so no val mIoU; the last weights were kept")
+        if lines is not None:
+            lines.write(
+                {
+                    "phase": "done",
+                    "version_id": result.version_id,
+                    "checkpoint": result.checkpoint_path,
+                    "best_miou": result.best_miou,
+                    "per_class_iou": result.per_class_iou,
+                    "activated": result.activated,
+                    "stopped": result.stopped,
+                    "iterations": result.iterations,
+                    "seconds": result.seconds,
+                    "it_per_s": result.it_per_s,
+                }
+            )
+        if result.checkpoint_path is None:
+            print("nothing saved (stopped before the first validation)")
+            return 1
+        state_txt = "active" if result.activated else "not activated"
+        print(f"model version v{result.version_id} ({state_txt})")
+        print(f"saved {os.fspath(result.checkpoint_path)}")
+        return 0
+
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGINT, on_sigint)
     try:
-        result = finetune(config, on_progress=on_progress, should_stop=lambda: stop["flag"])
+        if lines is None:
+            return run()
+        # stdout belongs to the JSON lines: anything printed for people (here or deeper down) goes to stderr.
+        with contextlib.redirect_stdout(sys.stderr):
+            lines.write({"phase": "start", "pid": os.getpid()})
+            try:
+                return run()
+            except AtrousError as e:
+                lines.write({"phase": "error", "message": str(e)})
+                raise  # the caller prints it for people and exits with 2
+            except KeyboardInterrupt:
+                lines.write({"phase": "error", "message": "interrupted; nothing was saved"})
+                raise
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)
-    if rank != 0:
-        return 0
-    print()
-    print(f"{result.iterations} steps in {format_seconds(result.seconds)} ({result.it_per_s:.2f} it/s)")
-    if result.per_class_iou:
-        names = list(result.per_class_iou)
-        m = SegMetrics(result.best_miou or 0.0, float("nan"), list(result.per_class_iou.values()), names)
-        print("\n".join(format_metrics(m).splitlines()[:-1]))  # the val pixel accuracy is in the JSON record
-    else:
-        print("no val images (too few edited/reviewed images), so no val mIoU; the last weights were kept")
-    if result.checkpoint_path is None:
-        print("nothing saved (stopped before the first validation)")
-        return 1
-    state_txt = "active" if result.activated else "not activated"
-    print(f"model version v{result.version_id} ({state_txt})")
-    print(f"saved {os.fspath(result.checkpoint_path)}")
-    return 0
 
 
 def main_finetune(argv: list[str]) -> int:
@@ -499,46 +495,35 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """``evaluate PROJECT [--model ...] [--status ...] [--json]``."""
     import json
 
-    import numpy as np
-
     from annotation.project import STATUSES, Project
 
     from .data import split_train_val
-    from .metrics import ConfusionMatrix, format_metrics
+    from .jobs import evaluate_project
+    from .metrics import format_metrics
+    from .versions import check_classes_match, resolve
 
     statuses = [s.strip() for s in args.status.split(",") if s.strip()]
     for s in statuses:
         if s not in STATUSES:
             raise AtrousError(f"unknown status {s!r}; use a comma-separated list of {', '.join(STATUSES)}")
     with Project.open(args.project) as project:
-        spec, _ = _project_model(project, args.model)
-        args.model = spec
+        ref = resolve(project, args.model)
         records = [r for r in project.images(statuses) if r.has_mask]
         if args.split != "all":
             train, val = split_train_val(records, args.val_fraction, args.seed)
             records = val if args.split == "val" else train
         if not records:
             raise AtrousError(f"{args.project}: no images with masks and status {' or '.join(statuses)} to evaluate on")
-        predictor = make_predictor(args)
-        meta = predictor.meta
-        check_classes_match(project, meta)
-        cm = ConfusionMatrix(meta.arch.num_classes)
-        by_path = {project.image_path(r): r for r in records}
-        failed: list[str] = []
-        for path, result in predictor.predict_files(list(by_path)):
-            rec = by_path[Path(path)]
-            if isinstance(result, AtrousError):
-                failed.append(str(result))
-                continue
-            cm.update(project.read_mask(rec.id), result.labels)
-        metrics = cm.compute([n for n in meta.class_names])
+        predictor = make_predictor(args, ref)
+        check_classes_match(project, predictor.meta)
+        result = evaluate_project(project, predictor, records)
     if args.json:
-        d = metrics.to_dict()
-        d.update({"images": len(records) - len(failed), "model": str(spec), "skipped": failed})
+        d = result.metrics.to_dict()
+        d.update({"images": result.images, "model": ref.spec, "skipped": result.failed})
         print(json.dumps(d))
     else:
-        print(f"{len(records) - len(failed)} image(s), model {spec}")
-        print(format_metrics(metrics))
-        for line in failed:
+        print(f"{result.images} image(s), model {ref.label or ref.spec}")
+        print(format_metrics(result.metrics))
+        for line in result.failed:
             print(f"skipped: {line}")
-    return 1 if failed else 0
+    return 1 if result.failed else 0

@@ -27,11 +27,10 @@ import torch
 from torch.nn import functional as F
 
 from annotation.errors import AtrousError
+from annotation.layout import prelabel_path as _prelabel_path
 from annotation.masks import VOID, read_mask_png
 from annotation.project import ImageRecord, Project
 
-#: Where ``prelabel PROJECT`` keeps the mask the network proposed, so corrections can be counted.
-PRELABEL_DIR = "prelabels"
 #: The smallest per-channel standard deviation that per-image normalisation divides by
 #: (in [0, 1] units, about five grey levels), so a nearly flat image or channel is not
 #: blown up into noise.
@@ -81,7 +80,7 @@ class Sample:
 
 def prelabel_path(project: Project, image_id: int) -> Path:
     """Where the pre-label of an image is kept (``PROJECT/prelabels/<id>.png``)."""
-    return project.root / PRELABEL_DIR / f"{int(image_id)}.png"
+    return _prelabel_path(project.root, image_id)
 
 
 def scaled_size(h: int, w: int, input_size: int | None) -> tuple[int, int]:
@@ -93,8 +92,13 @@ def scaled_size(h: int, w: int, input_size: int | None) -> tuple[int, int]:
 
 
 def make_sample(
-    image: np.ndarray, mask: np.ndarray, *, input_size: int | None, prelabel: np.ndarray | None = None,
-    num_classes: int | None = None, image_id: int = -1,
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    input_size: int | None,
+    prelabel: np.ndarray | None = None,
+    num_classes: int | None = None,
+    image_id: int = -1,
 ) -> Sample:
     """Build a :class:`Sample` from arrays, resized to the training scale.
 
@@ -123,7 +127,9 @@ def make_sample(
     return Sample(x.contiguous(), m.contiguous(), corrected, image_id)
 
 
-def split_train_val(records: Sequence[ImageRecord], val_fraction: float, seed: int = 0) -> tuple[list[ImageRecord], list[ImageRecord]]:
+def split_train_val(
+    records: Sequence[ImageRecord], val_fraction: float, seed: int = 0
+) -> tuple[list[ImageRecord], list[ImageRecord]]:
     """A seeded split that is stable as a project grows.
 
     Each image goes to val when a hash of (seed, its content hash) falls below
@@ -153,7 +159,11 @@ def split_train_val(records: Sequence[ImageRecord], val_fraction: float, seed: i
 
 
 def load_project_samples(
-    project: Project, records: Sequence[ImageRecord], *, input_size: int | None, num_classes: int,
+    project: Project,
+    records: Sequence[ImageRecord],
+    *,
+    input_size: int | None,
+    num_classes: int,
     on_item: Callable[[int, int], None] | None = None,
 ) -> list[Sample]:
     """Decode images, masks and pre-labels of ``records`` into :class:`Sample` objects."""
@@ -170,7 +180,9 @@ def load_project_samples(
                 pre = read_mask_png(pp)
             except AtrousError:
                 pre = None  # a damaged pre-label copy only loses the correction weights
-        out.append(make_sample(image, mask, input_size=input_size, prelabel=pre, num_classes=num_classes, image_id=rec.id))
+        out.append(
+            make_sample(image, mask, input_size=input_size, prelabel=pre, num_classes=num_classes, image_id=rec.id)
+        )
         if on_item is not None:
             on_item(i + 1, len(records))
     return out
@@ -234,7 +246,9 @@ def augment_pair(
     return x.contiguous(), lab[0].long(), corrected
 
 
-def normalise(x: torch.Tensor, sample: Sample, mean: Sequence[float], std: Sequence[float], *, per_image: bool) -> torch.Tensor:
+def normalise(
+    x: torch.Tensor, sample: Sample, mean: Sequence[float], std: Sequence[float], *, per_image: bool
+) -> torch.Tensor:
     """``x``, a view of ``sample``'s image in [0, 1] ((3, H, W) or (1, 3, H, W)), normalised for the network.
 
     ``per_image``: by the whole image's own mean and std (never the view's), else by ``mean``/``std``.
@@ -247,8 +261,14 @@ def normalise(x: torch.Tensor, sample: Sample, mean: Sequence[float], std: Seque
 
 
 def make_batch(
-    samples: Sequence[Sample], indices: Sequence[int], aug: Augment, gen: torch.Generator,
-    mean: Sequence[float], std: Sequence[float], *, per_image: bool = False,
+    samples: Sequence[Sample],
+    indices: Sequence[int],
+    aug: Augment,
+    gen: torch.Generator,
+    mean: Sequence[float],
+    std: Sequence[float],
+    *,
+    per_image: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """Stack augmented views into (N, 3, S, S) normalised float, (N, S, S) int64 and an optional bool map.
 
@@ -267,6 +287,8 @@ def make_batch(
     return torch.stack(xs), torch.stack(ys), corrected
 
 
-def normalise_full(sample: Sample, mean: Sequence[float], std: Sequence[float], *, per_image: bool = False) -> torch.Tensor:
+def normalise_full(
+    sample: Sample, mean: Sequence[float], std: Sequence[float], *, per_image: bool = False
+) -> torch.Tensor:
     """A whole sample as a (1, 3, H, W) normalised float tensor, for validation."""
     return normalise(sample.image.float()[None] / 255.0, sample, mean, std, per_image=per_image)

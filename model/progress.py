@@ -1,10 +1,19 @@
-"""A small text progress bar with an ETA for headless commands (stderr, one line)."""
+"""Progress for headless commands: a text bar with an ETA for people, JSON lines for programs.
+
+:class:`ProgressBar` draws one line on stderr. :class:`JsonLines` writes one JSON
+object per line (``finetune --progress-json``), which the app's fine-tune dialog
+reads from the child process it starts.
+"""
 
 from __future__ import annotations
 
+import json
+import math
+import os
 import sys
 import time
-from typing import TextIO
+from collections.abc import Mapping
+from typing import Any, TextIO
 
 
 def format_seconds(s: float) -> str:
@@ -49,4 +58,40 @@ class ProgressBar:
                 self.stream.write("\n")
         else:
             self.stream.write(line + "\n")
+        self.stream.flush()
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON data: NaN and infinities become None (strict JSON has no NaN),
+    paths become strings, tuples lists, numpy scalars and arrays Python numbers and lists."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, os.PathLike):
+        return os.fspath(value)
+    tolist = getattr(value, "tolist", None)  # numpy scalars and arrays, without importing numpy here
+    if callable(tolist):
+        return json_safe(tolist())
+    return str(value)
+
+
+class JsonLines:
+    """Writes one JSON object per line to ``stream`` and flushes it, so a reading process sees
+    each report as it happens rather than when a pipe buffer fills.
+
+    Every record has a ``phase`` key; see ``finetune --progress-json`` in ``model/cli.py``
+    for the records that command writes.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        """Write ``record`` (made :func:`json_safe`) as one line."""
+        self.stream.write(json.dumps(json_safe(record), allow_nan=False, separators=(",", ":")) + "\n")
         self.stream.flush()

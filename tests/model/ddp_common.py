@@ -28,8 +28,14 @@ def tiny_image(m: np.ndarray, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_tiny_project(
-    root: Path, *, n: int = 6, sizes: Sequence[tuple[int, int]] = ((40, 56),), statuses: Sequence[str] = ("reviewed",),
-    classes: int = 3, seed: int = 0, void_rows: int = 0,
+    root: Path,
+    *,
+    n: int = 6,
+    sizes: Sequence[tuple[int, int]] = ((40, 56),),
+    statuses: Sequence[str] = ("reviewed",),
+    classes: int = 3,
+    seed: int = 0,
+    void_rows: int = 0,
 ) -> tuple[Path, list[np.ndarray]]:
     """A project at ``root/proj`` with ``n`` images (sizes cycle) and masks saved with ``statuses`` (cycled).
 

@@ -19,8 +19,10 @@ def randomize_bn(net) -> None:
             m.bias.data.copy_(torch.rand(m.bias.shape, generator=g) * 0.2 - 0.1)
 
 
-def tiny_model(num_classes: int = 3, input_size: int | None = 64, aux: bool = False) -> LoadedModel:
-    """A random MobileNetV3 DeepLabV3 that works on 64-pixel inputs."""
+def tiny_model(
+    num_classes: int = 3, input_size: int | None = 64, aux: bool = False, class_names: list[str] | None = None
+) -> LoadedModel:
+    """A random MobileNetV3 DeepLabV3 that works on 64-pixel inputs (classes c0, c1, ... unless named)."""
     import torch
 
     torch.manual_seed(0)
@@ -28,7 +30,7 @@ def tiny_model(num_classes: int = 3, input_size: int | None = 64, aux: bool = Fa
     randomize_bn(net)
     meta = ModelMeta(
         arch=net.spec,
-        class_names=[f"c{i}" for i in range(num_classes)],
+        class_names=list(class_names) if class_names else [f"c{i}" for i in range(num_classes)],
         colours=default_colours(num_classes),
         input_size=input_size,
         name="tiny",

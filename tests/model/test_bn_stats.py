@@ -40,7 +40,11 @@ def test_statistics_are_the_exact_average_over_the_images() -> None:
         feat = stem_conv(torch.cat([normalise_full(s, MEAN, STD) for s in samples]))
     assert torch.allclose(stem_bn.running_mean, feat.mean((0, 2, 3)), atol=1e-5)
     assert torch.allclose(stem_bn.running_var, feat.var((0, 2, 3), unbiased=True), rtol=1e-4)
-    assert all(not torch.isclose(m.running_var, torch.tensor(100.0)).all() for m in net.modules() if isinstance(m, nn.BatchNorm2d))
+    assert all(
+        not torch.isclose(m.running_var, torch.tensor(100.0)).all()
+        for m in net.modules()
+        if isinstance(m, nn.BatchNorm2d)
+    )
 
 
 def test_the_pass_changes_nothing_but_the_statistics() -> None:
@@ -62,7 +66,7 @@ def test_dropout_is_off_during_the_pass(monkeypatch) -> None:
     seen: list[bool] = []
     real = F.dropout
 
-    def spy(x, p=0.5, training=True, inplace=False):  # noqa: ANN001, ANN202
+    def spy(x, p=0.5, training=True, inplace=False):
         seen.append(training)
         return real(x, p, training, inplace)
 
@@ -86,11 +90,11 @@ def test_at_most_max_images_are_used(monkeypatch) -> None:
     used: list[int] = []
     real = normalise_full
 
-    def count(sample, mean, std, **kw):  # noqa: ANN001, ANN202
+    def count(sample, mean, std, **kw):
         used.append(id(sample))
         return real(sample, mean, std, **kw)
 
-    import model.finetune as ft
+    import model.finetune.evaluation as ft
 
     monkeypatch.setattr(ft, "normalise_full", count)
     samples = _samples([(32, 32)] * 10)

@@ -10,6 +10,7 @@ import pytest
 
 import main
 from annotation.confidence import read_confidence
+from annotation.errors import AtrousError
 from annotation.masks import read_mask_png
 from annotation.project import DB_NAME, Project
 from model.weights import save_checkpoint
@@ -135,7 +136,7 @@ def test_old_database_gains_the_confidence_column(tmp_path) -> None:
         assert rec.mean_confidence is None
         p.set_mean_confidence(rec.id, 0.25)
         assert p.image(rec.id).mean_confidence == 0.25
-        with pytest.raises(Exception):
+        with pytest.raises(AtrousError, match="mean confidence must be in"):
             p.set_mean_confidence(rec.id, 2.0)
 
 

@@ -66,7 +66,9 @@ def test_make_batch_normalises_and_maps_unknown_labels_to_void() -> None:
     mask = np.array([[0, 1], [7, 1]], np.uint8)  # 7 is not a class of a 2-class project
     s = make_sample(np.full((2, 2, 3), 128, np.uint8), mask, input_size=None, num_classes=2)
     assert s.mask.tolist() == [[0, 1], [255, 1]]
-    x, y, c = make_batch([s], [0, 0], Augment(crop=2, scale_range=(1, 1), hflip=0, jitter=0), torch.Generator(), (0.5,) * 3, (0.25,) * 3)
+    x, y, c = make_batch(
+        [s], [0, 0], Augment(crop=2, scale_range=(1, 1), hflip=0, jitter=0), torch.Generator(), (0.5,) * 3, (0.25,) * 3
+    )
     assert x.shape == (2, 3, 2, 2) and y.dtype == torch.int64 and c is None
     assert torch.allclose(x, torch.full_like(x, (128 / 255 - 0.5) / 0.25), atol=1e-5)
 

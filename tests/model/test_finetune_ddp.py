@@ -18,9 +18,29 @@ def test_torchrun_two_processes_gloo(tmp_path) -> None:
     path, _ = make_tiny_project(tmp_path, n=6)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": REPO}
     cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-        "-m", "model.finetune", str(path), "--epochs", "1", "--batch-size", "4", "--crop", "32",
-        "--input-size", "40", "--precision", "fp32", "--device", "cpu", "--base", "scratch",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "model.finetune",
+        str(path),
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        "--crop",
+        "32",
+        "--input-size",
+        "40",
+        "--precision",
+        "fp32",
+        "--device",
+        "cpu",
+        "--base",
+        "scratch",
     ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     # torchrun exits 0 only when every rank exited 0

@@ -12,7 +12,15 @@ from annotation.errors import AtrousError
 from model.data import MIN_IMAGE_STD, Augment, image_mean_std, make_batch, make_sample, normalise_full
 from model.finetune import finetune
 from model.predictor import Predictor
-from model.weights import NORM_DATASET, NORM_IMAGE, LoadedModel, ModelMeta, WeightsError, load_checkpoint, save_checkpoint
+from model.weights import (
+    NORM_DATASET,
+    NORM_IMAGE,
+    LoadedModel,
+    ModelMeta,
+    WeightsError,
+    load_checkpoint,
+    save_checkpoint,
+)
 
 from .ddp_common import FAST, make_tiny_project, one_thread  # noqa: F401  (fixture)
 from .helpers import tiny_model

@@ -55,13 +55,24 @@ def test_prelabel_plain_state_dict_with_class_file(tmp_path, capsys) -> None:
 
     net = deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=2, aux_loss=False)
     torch.save(net.state_dict(), tmp_path / "sd.pth")
-    (tmp_path / "classes.txt").write_text("background\ncell\n")
+    # labelme's labels.txt: "__ignore__" first, so "background" is index 0 (it used to be off by one here)
+    (tmp_path / "classes.txt").write_bytes("\ufeff__ignore__\nbackground\ncell\n".encode())
     images = tmp_path / "imgs"
     images.mkdir()
     Image.fromarray(np.full((40, 40), 90, np.uint8)).save(images / "slice.png")
     code = main.main(
-        ["prelabel", str(images), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "sd.pth"),
-         "--classes", str(tmp_path / "classes.txt"), "--precision", "fp32"]
+        [
+            "prelabel",
+            str(images),
+            "--out",
+            str(tmp_path / "o"),
+            "--model",
+            str(tmp_path / "sd.pth"),
+            "--classes",
+            str(tmp_path / "classes.txt"),
+            "--precision",
+            "fp32",
+        ]
     )
     assert code == 0
     assert np.asarray(Image.open(tmp_path / "o" / "slice.png")).shape == (40, 40)
@@ -74,7 +85,9 @@ def test_prelabel_offline_registry_model_is_one_line(tmp_path, monkeypatch, caps
     import torch
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
-    monkeypatch.setattr(torch.hub, "download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(urllib.error.URLError("offline")))
+    monkeypatch.setattr(
+        torch.hub, "download_url_to_file", lambda *a, **k: (_ for _ in ()).throw(urllib.error.URLError("offline"))
+    )
     images = tmp_path / "imgs"
     images.mkdir()
     Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "a.png")
