@@ -26,6 +26,7 @@ when this PyTorch build or CPU lacks the oneDNN ops.
 from __future__ import annotations
 
 import copy
+import logging
 from collections import OrderedDict
 
 import torch
@@ -38,6 +39,9 @@ from .aspp import AtrousConv2d
 PACKED_SHAPES = 2
 
 _ACTIVATIONS: dict[type[nn.Module], str] = {nn.ReLU: "relu", nn.Hardswish: "hardswish"}
+
+# A child of the app's "atrous" logger, so refusals reach its log file.
+log = logging.getLogger("atrous.cpufuse")
 
 
 def fusion_available() -> bool:
@@ -157,53 +161,111 @@ def _is_global_pool(m: nn.Module) -> bool:
 
 def _fusable(conv: nn.Module) -> bool:
     # AtrousConv2d only skips taps that read padding; the fused op computes them as zeros.
-    return type(conv) in (nn.Conv2d, AtrousConv2d) and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+    return (
+        type(conv) in (nn.Conv2d, AtrousConv2d) and conv.padding_mode == "zeros" and not isinstance(conv.padding, str)
+    )
 
 
 def fuse_for_cpu_modules(module: nn.Module) -> nn.Module:
     """Swap the modules of ``module`` in place (see the module docstring); return it."""
     for name, child in list(module.named_children()):
         if isinstance(child, Bottleneck):
-            module._modules[name] = FusedBottleneck(child)  # noqa: SLF001
+            module._modules[name] = FusedBottleneck(child)
         elif _is_global_pool(child):
-            module._modules[name] = GlobalMeanPool()  # noqa: SLF001
+            module._modules[name] = GlobalMeanPool()
         else:
             fuse_for_cpu_modules(child)
     if isinstance(module, nn.Sequential):
         # Registration order is execution order only in a Sequential.
-        names = list(module._modules)  # noqa: SLF001
+        names = list(module._modules)
         for i, name in enumerate(names):
-            conv = module._modules[name]  # noqa: SLF001
+            conv = module._modules[name]
             if not isinstance(conv, nn.Conv2d):
                 continue
             j = i + 1
-            while j < len(names) and isinstance(module._modules[names[j]], nn.Identity):  # noqa: SLF001
+            while j < len(names) and isinstance(module._modules[names[j]], nn.Identity):
                 j += 1
-            act = module._modules[names[j]] if j < len(names) else None  # noqa: SLF001
+            act = module._modules[names[j]] if j < len(names) else None
             kind = _ACTIVATIONS.get(type(act)) if act is not None else None
             if kind is not None and _fusable(conv):
-                module._modules[name] = FusedConv2d(conv, kind)  # noqa: SLF001
-                module._modules[names[j]] = nn.Identity()  # noqa: SLF001
+                module._modules[name] = FusedConv2d(conv, kind)
+                module._modules[names[j]] = nn.Identity()
     for name, child in list(module.named_children()):
         if _fusable(child):
-            module._modules[name] = FusedConv2d(child)  # noqa: SLF001
+            module._modules[name] = FusedConv2d(child)
     return module
+
+
+#: Largest allowed difference between fused and plain logits, relative to the largest plain
+#: logit. fp32 differs only by summation order (2e-6 measured); bf16 rounds every layer's
+#: output to 8 bits of mantissa and accumulates in a different order (0.006 for MobileNetV3,
+#: 0.012 for ResNet-50 measured).
+PROBE_TOLERANCE: dict[torch.dtype, float] = {torch.float32: 1e-3, torch.bfloat16: 0.05}
+
+
+def _logits(network: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    with torch.inference_mode():
+        return network.classifier(network.backbone(x)["out"]).float()
+
+
+def _shares_tensors_copy(network: nn.Module) -> nn.Module:
+    # A structural copy whose parameters and buffers are the original's tensors: the
+    # plain network kept for falling back costs no second set of weights.
+    memo: dict[int, object] = {id(t): t for t in network.parameters()}
+    memo.update({id(t): t for t in network.buffers()})
+    return copy.deepcopy(network, memo)
+
+
+def probe_fused(plain: nn.Module, fused: nn.Module, dtype: torch.dtype, size: tuple[int, int] = (64, 64)) -> str | None:
+    """Run both networks on one small fixed input; None when they agree, else why fusion is refused.
+
+    Catches both a fused op that fails on this CPU or dtype and one that runs
+    but computes something else (a miscompiled kernel, a wrongly fused module).
+    """
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn((1, 3, *size), generator=g).to(dtype).contiguous(memory_format=torch.channels_last)
+    try:
+        ref = _logits(plain, x.clone())
+    except (RuntimeError, ValueError, NotImplementedError) as e:
+        return f"the plain network failed on the probe input ({type(e).__name__}: {e})"
+    try:
+        out = _logits(fused, x.clone())
+    except (RuntimeError, ValueError, NotImplementedError) as e:
+        return f"a fused op failed ({type(e).__name__}: {e})"
+    if out.shape != ref.shape:
+        return f"the fused network's output has shape {tuple(out.shape)}, the plain one's {tuple(ref.shape)}"
+    scale = float(ref.abs().max())
+    err = float((out - ref).abs().max()) / max(scale, 1e-6)
+    tol = PROBE_TOLERANCE.get(dtype, 1e-3)
+    if not err <= tol:  # also true for NaN
+        return (
+            f"the fused network's logits differ from the plain network's by {err:.3g} of their range (allowed {tol:g})"
+        )
+    return None
 
 
 def fused_for_cpu(network: nn.Module, dtype: torch.dtype, probe: tuple[int, int] = (64, 64)) -> nn.Module | None:
     """A fused copy of ``network`` (eval mode, BatchNorm folded), or None where fusing does not work here.
 
-    A probe forward on a small input checks that oneDNN accepts every fused op
-    on this CPU and dtype; any failure means None, and the caller keeps the
-    plain network.
+    The copy shares ``network``'s weight tensors (keep ``network`` to fall back
+    to). A probe forward on a small input (:func:`probe_fused`) checks that
+    oneDNN accepts every fused op on this CPU and dtype and that the fused copy
+    computes what ``network`` does; on any failure the reason is logged and
+    None returned, and the caller keeps the plain network.
     """
-    if dtype not in (torch.float32, torch.bfloat16) or not fusion_available():
+    if dtype not in (torch.float32, torch.bfloat16):
+        log.info("CPU conv fusion not used: %s is not fused (fp32 and bf16 only)", dtype)
         return None
-    x = torch.zeros((1, 3, *probe), dtype=dtype).contiguous(memory_format=torch.channels_last)
+    if not fusion_available():
+        log.info("CPU conv fusion not used: this PyTorch lacks oneDNN's fused convolution ops")
+        return None
     try:
-        fused = fuse_for_cpu_modules(copy.deepcopy(network))
-        with torch.inference_mode():
-            fused.classifier(fused.backbone(x)["out"])
-    except (RuntimeError, ValueError, NotImplementedError):
+        fused = fuse_for_cpu_modules(_shares_tensors_copy(network))
+    except (RuntimeError, ValueError, NotImplementedError) as e:
+        log.warning("CPU conv fusion refused: the network could not be fused (%s: %s)", type(e).__name__, e)
+        return None
+    reason = probe_fused(network, fused, dtype, probe)
+    if reason is not None:
+        log.warning("CPU conv fusion refused, the plain network is used: %s", reason)
         return None
     return fused

@@ -166,7 +166,11 @@ class _PhasedDepthwiseConv2d(nn.Conv2d):
             hp, wp = -(-h // d) * d, -(-w // d) * d
             if (hp, wp) != (h, w):
                 x = F.pad(x, (0, wp - w, 0, hp - h))  # zeros past the edge: what the padding reads anyway
-            phases = x.reshape(n, c, hp // d, d, wp // d, d).permute(0, 3, 5, 1, 2, 4).reshape(n * d * d, c, hp // d, wp // d)
+            phases = (
+                x.reshape(n, c, hp // d, d, wp // d, d)
+                .permute(0, 3, 5, 1, 2, 4)
+                .reshape(n * d * d, c, hp // d, wp // d)
+            )
             phases = phases.contiguous(memory_format=torch.channels_last)
             k = self.kernel_size[0]
             y = F.conv2d(phases, self.weight, self.bias, 1, (k - 1) // 2, 1, self.groups)
@@ -180,7 +184,11 @@ def _phaseable(m: nn.Module) -> bool:
         return False
     (kh, kw), (dh, dw) = m.kernel_size, m.dilation
     return (
-        kh == kw and kh % 2 == 1 and dh == dw > 1 and m.stride == (1, 1) and m.padding_mode == "zeros"
+        kh == kw
+        and kh % 2 == 1
+        and dh == dw > 1
+        and m.stride == (1, 1)
+        and m.padding_mode == "zeros"
         and m.padding == (dh * (kh - 1) // 2,) * 2
     )
 

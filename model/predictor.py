@@ -12,15 +12,19 @@ inference (:meth:`Predictor.predict_files`).
 
 A CUDA out-of-memory error retries with half the batch, then with tiles of
 shrinking size, and only then raises :class:`PredictionError`.
+
+The fused CPU path checks itself: :func:`model.cpufuse.fused_for_cpu` compares
+it with the plain network before it is used, and a fused op that fails during
+a batch switches the predictor to the plain network for good (the failed
+forward is recomputed, so no image loses its prediction).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import math
+import functools
+import logging
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -40,6 +44,15 @@ from .weights import NORM_IMAGE, LoadedModel
 
 #: Smallest tile tried before giving up on an out-of-memory error.
 MIN_TILE = 256
+
+# A child of the app's "atrous" logger, so fallbacks reach its log file.
+log = logging.getLogger("atrous.predictor")
+
+
+def _is_memory_error(e: BaseException) -> bool:
+    # The CPU allocator reports a failed allocation as a plain RuntimeError.
+    text = str(e).lower()
+    return "out of memory" in text or "can't allocate memory" in text
 
 
 class PredictionError(AtrousError):
@@ -86,20 +99,66 @@ def pick_device(name: str = "auto") -> torch.device:
     return device
 
 
-def cpu_has_native_bf16() -> bool:
-    """True when oneDNN can run bf16 convolutions natively (AVX512-BF16 or AMX).
+#: /proc/cpuinfo flags of the x86 extensions that run bf16 arithmetic in hardware.
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 
-    Without native support bf16 is emulated and slower than fp32, so the
-    predictor then stays in fp32.
+
+def native_bf16_in_flags(flags: str) -> bool:
+    """True when a ``/proc/cpuinfo`` flags list names AVX512_BF16 or AMX-BF16.
+
+    AVX512BW alone (Skylake, Cascade Lake) is not enough: oneDNN then emulates
+    bf16 with integer shifts, slower than fp32.
     """
+    return not NATIVE_BF16_FLAGS.isdisjoint(flags.split())
+
+
+def _cpuinfo_flags(path: Path = Path("/proc/cpuinfo")) -> str | None:
+    """The first ``flags`` line of ``/proc/cpuinfo`` (x86 Linux), or None where there is none."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+        text = path.read_text(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() == "flags":
+            return value
+    return None
+
+
+def onednn_bf16_usable() -> bool:
+    """True when this PyTorch's oneDNN runs bf16 convolutions on this CPU at all (natively or emulated)."""
+    try:
+        return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except (AttributeError, RuntimeError):
+        return False
+
+
+def _torch_reports_native_bf16() -> bool:
+    # Off Linux there is no /proc/cpuinfo; PyTorch's own cpuinfo probes are private
+    # and have been renamed between releases, so a missing one counts as "no".
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        probe = getattr(torch.cpu, name, None)
         try:
-            flags = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return False
-        return " avx512_bf16" in flags or " amx_bf16" in flags
+            if probe is not None and probe():
+                return True
+        except (RuntimeError, TypeError):
+            continue
+    return False
+
+
+@functools.cache
+def cpu_has_native_bf16() -> bool:
+    """True when bf16 is faster than fp32 on this CPU: native AVX512_BF16 or AMX, and oneDNN can use it.
+
+    Without them bf16 is emulated and slower than fp32, so the predictor (and
+    fine-tuning) then stay in fp32. Computed once per process.
+    """
+    if not onednn_bf16_usable():
+        return False
+    flags = _cpuinfo_flags()
+    if flags is not None:
+        return native_bf16_in_flags(flags)
+    return _torch_reports_native_bf16()
 
 
 def pick_dtype(device: torch.device, precision: str = "auto") -> torch.dtype:
@@ -139,12 +198,12 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     and our ASPP head are written; the tests compare outputs before and after.
     """
     for parent in module.modules():
-        names = list(parent._modules)  # noqa: SLF001  registration order
+        names = list(parent._modules)
         for a, b in zip(names, names[1:]):
-            conv, bn = parent._modules[a], parent._modules[b]  # noqa: SLF001
+            conv, bn = parent._modules[a], parent._modules[b]
             if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats:
-                parent._modules[a] = _fold_bn(conv, bn)  # noqa: SLF001
-                parent._modules[b] = nn.Identity()  # noqa: SLF001
+                parent._modules[a] = _fold_bn(conv, bn)
+                parent._modules[b] = nn.Identity()
     return module
 
 
@@ -187,7 +246,9 @@ def _argmax_softmax_max(band: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     return idx, total.reciprocal_()
 
 
-def upsample_argmax(logits: torch.Tensor, height: int, width: int, band_bytes: int = 64 << 20) -> tuple[np.ndarray, np.ndarray]:
+def upsample_argmax(
+    logits: torch.Tensor, height: int, width: int, band_bytes: int = 64 << 20
+) -> tuple[np.ndarray, np.ndarray]:
     """Bilinearly resize (C, h, w) logits to (height, width) band by band; return labels and confidence.
 
     Memory stays at ``band_bytes`` of float32 whatever the output size.
@@ -210,7 +271,9 @@ def upsample_argmax(logits: torch.Tensor, height: int, width: int, band_bytes: i
             t = torch.lerp(logits.index_select(1, y0[a:b]), logits.index_select(1, y1[a:b]), wy[a:b].view(1, -1, 1))
             # Gathering along the last axis is slow; gather columns as rows of the transpose.
             t = t.transpose(1, 2).contiguous()
-            band = torch.lerp(t.index_select(1, x0), t.index_select(1, x1), wx.view(1, -1, 1)).transpose(1, 2).contiguous()
+            band = (
+                torch.lerp(t.index_select(1, x0), t.index_select(1, x1), wx.view(1, -1, 1)).transpose(1, 2).contiguous()
+            )
         idx, p = _argmax_softmax_max(band)
         labels[a:b] = idx.cpu().numpy()
         conf[a:b] = (p * 255.0 + 0.5).clamp_(0, 255).to(torch.uint8).cpu().numpy()
@@ -290,6 +353,8 @@ class Predictor:
         self.tile_size = int(tile_size)
         self.tile_overlap = int(tile_overlap)
         self.min_tile = int(min_tile)
+        #: How many out-of-memory fallbacks (a halved batch, a smaller tile) this predictor has taken.
+        self.oom_retries = 0
         net = copy.deepcopy(model.network).eval()
         net.aux_classifier = None  # never needed for inference
         fold_batchnorm(net)
@@ -298,6 +363,11 @@ class Predictor:
             net = net.to(self.dtype)
         #: True when the CPU fast path (oneDNN conv + activation fusion) is in use.
         self.fused = False
+        #: Why this predictor left the fused path mid-run (None while it has not).
+        self.fusion_error: str | None = None
+        # The plain network stays: a fused op that fails mid-run falls back to it
+        # (the fused copy shares its weight tensors, so keeping it is cheap).
+        self._plain = net
         if fuse and self.device.type == "cpu":
             fused = fused_for_cpu(net, self.dtype)
             if fused is not None:
@@ -347,7 +417,23 @@ class Predictor:
         :func:`upsample_argmax` — cheaper, and one interpolation instead of two.
         """
         with torch.inference_mode():
+            if self.fused:
+                try:
+                    return self.network.classifier(self.network.backbone(x)["out"])
+                except RuntimeError as e:
+                    if isinstance(e, torch.OutOfMemoryError) or _is_memory_error(e):
+                        raise  # not the fused op's fault: the out-of-memory fallbacks handle it
+                    self._leave_fused_path(e)
+            # The input is intact: fused blocks accumulate in place only into their own
+            # intermediate maps, never into the network's input.
             return self.network.classifier(self.network.backbone(x)["out"])
+
+    def _leave_fused_path(self, error: RuntimeError) -> None:
+        """Switch to the plain network for good after a fused op failed; warn once."""
+        self.fused = False
+        self.network = self._plain
+        self.fusion_error = f"{type(error).__name__}: {error}"
+        log.warning("a fused CPU op failed (%s); this predictor uses the plain network from now on", self.fusion_error)
 
     def _forward_tiled(self, x: torch.Tensor, tile: int) -> torch.Tensor:
         n, _, h, w = x.shape
@@ -364,8 +450,22 @@ class Predictor:
                 weight[:, :, y : y + th, x0 : x0 + tw] += win
         return acc / weight
 
+    def _out_of_memory(self, what: str) -> PredictionError:
+        where = f"{self.device.type.upper()} memory" if self.device.type != "cpu" else "memory"
+        hint = (
+            "close other programs that use the GPU or use --device cpu"
+            if self.device.type != "cpu"
+            else "close other programs"
+        )
+        return PredictionError(f"out of {where} {what}; {hint}")
+
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        """Forward a batch with the out-of-memory fallbacks: halve the batch, then tile smaller."""
+        """Forward a batch with the out-of-memory fallbacks: halve the batch, then tile smaller.
+
+        Each retry starts after the ``except`` block has ended: until then the
+        exception's traceback keeps the failed attempt's activations alive, and
+        the retry would run out of memory again for no reason.
+        """
         h, w = x.shape[-2:]
         tile = self.tile_size if h * w > self.max_input_pixels else None
         while True:
@@ -374,20 +474,42 @@ class Predictor:
                     return self._forward(x)
                 return self._forward_tiled(x, tile)
             except torch.OutOfMemoryError as e:
-                self._release_memory()
-                if x.shape[0] > 1:
-                    half = x.shape[0] // 2
-                    return torch.cat([self._run(x[:half]), self._run(x[half:])])
-                next_tile = (tile or max(h, w)) // 2
-                if next_tile < self.min_tile:
-                    where = f"{self.device.type.upper()} memory" if self.device.type != "cpu" else "memory"
-                    hint = "close other programs that use the GPU or use --device cpu" if self.device.type != "cpu" else "close other programs"
-                    raise PredictionError(f"out of {where} even for one {self.min_tile}-pixel tile; {hint}") from e
-                tile = next_tile
+                last = e.with_traceback(None)  # kept for the message, without the frames
+            self.oom_retries += 1
+            self._release_memory()
+            if x.shape[0] > 1:
+                half = x.shape[0] // 2
+                return torch.cat([self._run(x[:half]), self._run(x[half:])])
+            next_tile = (tile or max(h, w)) // 2
+            if next_tile < self.min_tile:
+                raise self._out_of_memory(f"even for one {self.min_tile}-pixel tile") from last
+            tile = next_tile
 
     def _release_memory(self) -> None:
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+
+    def _predict_chunk(
+        self, images: list[np.ndarray], size: tuple[int, int], work: tuple[int, int]
+    ) -> list[Prediction]:
+        """Images of one size through input preparation, the network and upsampling.
+
+        The network's own out-of-memory fallbacks are in :meth:`_run`; running
+        out while preparing the input (full-size float copies on the device) or
+        upsampling splits the chunk in two.
+        """
+        h, w = size
+        try:
+            logits = self._run(self._to_input(images, work))
+            return [Prediction(*upsample_argmax(logits[j], h, w)) for j in range(len(images))]
+        except torch.OutOfMemoryError as e:
+            last = e.with_traceback(None)  # kept for the message, without the frames
+        self.oom_retries += 1
+        self._release_memory()
+        if len(images) == 1:
+            raise self._out_of_memory(f"preparing one {w}x{h} image") from last
+        half = len(images) // 2
+        return self._predict_chunk(images[:half], size, work) + self._predict_chunk(images[half:], size, work)
 
     def predict_batch(self, images: list[np.ndarray]) -> list[Prediction]:
         """Predict several images; same-size images share batches. Order is kept."""
@@ -401,11 +523,9 @@ class Predictor:
         for (h, w, wh, ww), idx in groups.items():
             for s in range(0, len(idx), self.batch_size):
                 chunk = idx[s : s + self.batch_size]
-                logits = self._run(self._to_input([images[i] for i in chunk], (wh, ww)))
-                for j, i in enumerate(chunk):
-                    labels, conf = upsample_argmax(logits[j], h, w)
-                    results[i] = Prediction(labels, conf)
-        return results  # type: ignore[return-value]
+                for i, pred in zip(chunk, self._predict_chunk([images[i] for i in chunk], (h, w), (wh, ww))):
+                    results[i] = pred
+        return results
 
     def predict(self, image: np.ndarray) -> Prediction:
         """Predict one uint8 image (HxW, HxWx3 or HxWx4) at its original size."""
@@ -433,7 +553,8 @@ class Predictor:
             except Exception as e:  # a decoder bug must not end the batch
                 return ImageReadError(f"{p}: cannot decode ({e})")
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="atrous-decode") as pool:
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="atrous-decode")
+        try:
             pending: list[Future] = [pool.submit(decode, p) for p in paths[:prefetch]]
             nxt = len(pending)
             batch: list[tuple[Path, np.ndarray]] = []
@@ -458,6 +579,10 @@ class Predictor:
                 key = k
                 batch.append((path, item))
             yield from self._flush(batch)
+        finally:
+            # A caller that stops early (a cancelled job closes this generator) does not wait
+            # for the images queued ahead to be decoded.
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _flush(self, batch: list[tuple[Path, np.ndarray]]) -> Iterator[tuple[Path, Prediction | AtrousError]]:
         if not batch:

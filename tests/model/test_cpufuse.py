@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import copy
+import logging
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from model import cpufuse
-from model.cpufuse import FusedBottleneck, FusedConv2d, GlobalMeanPool, fused_for_cpu
+from model.cpufuse import FusedBottleneck, FusedConv2d, GlobalMeanPool, fused_for_cpu, fusion_available, probe_fused
 from model.deeplabv3 import build_deeplabv3
-from model.predictor import Predictor, cpu_has_native_bf16, fold_batchnorm
+from model.predictor import Predictor, fold_batchnorm, onednn_bf16_usable
 
 from .helpers import randomize_bn, tiny_model
+
+needs_onednn = pytest.mark.skipif(
+    not fusion_available(),
+    reason="needs oneDNN's fused convolution ops (torch.ops.mkldnn._convolution_pointwise), absent here",
+)
 
 
 def _inference_copy(net: nn.Module, dtype: torch.dtype = torch.float32) -> nn.Module:
@@ -35,6 +42,7 @@ def resnet() -> nn.Module:
     return net
 
 
+@needs_onednn
 @pytest.mark.parametrize("arch", ["mobilenet_v3_large", "resnet50"])
 def test_fused_network_equals_the_plain_one_in_fp32(arch, resnet) -> None:
     # MobileNetV3 has squeeze-excitation blocks, whose children are not in execution
@@ -55,12 +63,13 @@ def test_fused_network_equals_the_plain_one_in_fp32(arch, resnet) -> None:
     assert not any(isinstance(m, FusedConv2d) for m in plain.modules())
 
 
+@needs_onednn
 def test_fused_bf16_stays_close_to_plain_bf16_where_the_cpu_runs_it(resnet) -> None:
     plain = _inference_copy(resnet, torch.bfloat16)
     fused = fused_for_cpu(plain, torch.bfloat16)
     # oneDNN's bf16 convolutions need AVX512 (BW/VL/DQ) or AVX-NE-CONVERT; on an AVX2-only
     # CPU the probe must refuse, so the predictor keeps the plain network instead of crashing.
-    assert (fused is not None) == cpu_has_native_bf16()
+    assert (fused is not None) == onednn_bf16_usable()
     x = torch.randn(1, 3, 64, 80).contiguous(memory_format=torch.channels_last).to(torch.bfloat16)
     ref = _logits(plain, x)
     assert torch.isfinite(ref).all()
@@ -69,6 +78,7 @@ def test_fused_bf16_stays_close_to_plain_bf16_where_the_cpu_runs_it(resnet) -> N
         assert ((ref - out).norm() / ref.norm()).item() < 0.02
 
 
+@needs_onednn
 def test_in_place_residual_gives_the_plain_blocks_result(resnet) -> None:
     fused = fused_for_cpu(_inference_copy(resnet), torch.float32)
     assert fused is not None
@@ -86,6 +96,7 @@ def test_in_place_residual_gives_the_plain_blocks_result(resnet) -> None:
     assert torch.allclose(out, expected, atol=1e-4 * expected.abs().max().item())
 
 
+@needs_onednn
 def test_packed_weights_are_kept_for_a_bounded_number_of_shapes() -> None:
     torch.manual_seed(0)
     conv = nn.Conv2d(8, 6, 3, padding=2, dilation=2)
@@ -112,6 +123,7 @@ def test_global_mean_pool_is_the_mean(dtype, channels_last) -> None:
     assert torch.allclose(out.float(), ref, atol=tol)
 
 
+@needs_onednn
 def test_predictor_falls_back_when_oneDNN_is_missing(monkeypatch) -> None:
     loaded = tiny_model(num_classes=3)
     image = torch.randint(0, 256, (48, 64, 3), dtype=torch.uint8).numpy()
@@ -137,3 +149,52 @@ def test_a_failing_probe_means_the_plain_network(monkeypatch) -> None:
     assert fused_for_cpu(net, torch.float32) is None
     assert fused_for_cpu(net, torch.float16) is None  # a dtype the CPU path never fuses
     assert not Predictor(tiny_model(num_classes=3), device="cpu", precision="fp32").fused
+
+
+@needs_onednn
+def test_the_fused_copy_shares_the_plain_networks_weights() -> None:
+    plain = _inference_copy(tiny_model(num_classes=3).network)
+    fused = fused_for_cpu(plain, torch.float32)
+    assert fused is not None
+    plain_ptrs = {p.data_ptr() for p in plain.parameters()}
+    fused_convs = [m for m in fused.modules() if isinstance(m, FusedConv2d)]
+    assert fused_convs and all(m.weight.data_ptr() in plain_ptrs for m in fused_convs)
+
+
+@needs_onednn
+def test_a_fused_op_with_wrong_numbers_is_refused(monkeypatch, caplog) -> None:
+    real = FusedConv2d.forward
+
+    def shifted(self, x):  # runs without error, but one pixel off: a silently wrong kernel
+        return real(self, x).roll(1, dims=-1)
+
+    loaded = tiny_model(num_classes=3)
+    image = torch.randint(0, 256, (48, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)).numpy()
+    plain = Predictor(loaded, device="cpu", precision="fp32", fuse=False)
+    monkeypatch.setattr(FusedConv2d, "forward", shifted)
+    net = _inference_copy(loaded.network)
+    with caplog.at_level(logging.WARNING, logger="atrous.cpufuse"):
+        assert fused_for_cpu(net, torch.float32) is None
+    assert "differ from the plain network's" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="atrous.cpufuse"):
+        p = Predictor(loaded, device="cpu", precision="fp32")
+    assert not p.fused and not any(isinstance(m, FusedConv2d) for m in p.network.modules())
+    assert "CPU conv fusion refused" in caplog.text
+    a, b = p.predict(image), plain.predict(image)
+    assert np.array_equal(a.labels, b.labels) and np.array_equal(a.confidence, b.confidence)
+
+
+@needs_onednn
+def test_the_probe_accepts_the_real_fused_ops_and_names_a_failing_one() -> None:
+    plain = _inference_copy(tiny_model(num_classes=3).network)
+    fused = cpufuse.fuse_for_cpu_modules(cpufuse._shares_tensors_copy(plain))
+    assert probe_fused(plain, fused, torch.float32) is None
+
+    class Broken(nn.Module):
+        def forward(self, x):
+            raise RuntimeError("could not create a primitive (simulated)")
+
+    fused.classifier = Broken()
+    reason = probe_fused(plain, fused, torch.float32)
+    assert reason is not None and "a fused op failed" in reason and "simulated" in reason

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
 from model import predictor as predictor_module
+from model.cpufuse import FusedConv2d, fusion_available
 from model.predictor import (
     PredictionError,
     Predictor,
+    cpu_has_native_bf16,
     fold_batchnorm,
+    native_bf16_in_flags,
     pick_device,
     pick_dtype,
     upsample_argmax,
@@ -51,7 +56,9 @@ def test_matches_a_plain_fp32_reference(loaded) -> None:
     pred = p.predict(image)
     meta = loaded.meta
     x = torch.from_numpy(image).permute(2, 0, 1)[None].float()
-    x = F.interpolate(x, size=working_size(45, 60, meta.input_size), mode="bilinear", align_corners=False, antialias=True)
+    x = F.interpolate(
+        x, size=working_size(45, 60, meta.input_size), mode="bilinear", align_corners=False, antialias=True
+    )
     x = (x / 255 - torch.tensor(meta.mean).view(1, 3, 1, 1)) / torch.tensor(meta.std).view(1, 3, 1, 1)
     with torch.no_grad():
         net = loaded.network.eval()
@@ -186,3 +193,156 @@ def test_predict_files_keeps_order_and_reports_bad_files(loaded, tmp_path) -> No
 
     assert isinstance(out[2][1], ImageReadError) and "bad.png" in str(out[2][1])
     assert out[3][1].labels.shape == (25, 20)
+
+
+# /proc/cpuinfo flag lists, shortened to what matters here.
+SKYLAKE_SP = "fpu sse4_2 avx avx2 fma avx512f avx512dq avx512cd avx512bw avx512vl avx512_vnni"
+COOPER_LAKE = SKYLAKE_SP + " avx512_bf16"
+SAPPHIRE_RAPIDS = SKYLAKE_SP + " amx_tile amx_int8 amx_bf16"
+HASWELL = "fpu sse4_2 avx avx2 fma bmi2"
+
+
+@pytest.mark.parametrize(
+    ("flags", "native"),
+    [(SKYLAKE_SP, False), (COOPER_LAKE, True), (SAPPHIRE_RAPIDS, True), (HASWELL, False), ("", False)],
+    ids=["avx512bw-emulated", "avx512_bf16", "amx_bf16", "avx2-only", "empty"],
+)
+def test_native_bf16_needs_avx512_bf16_or_amx(flags: str, native: bool) -> None:
+    assert native_bf16_in_flags(flags) is native
+
+
+def test_cpuinfo_flags_are_read_from_the_flags_line(tmp_path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text(f"processor\t: 0\nmodel name\t: Some Xeon\nflags\t\t: {COOPER_LAKE}\nbugs\t\t: spectre_v1\n")
+    flags = predictor_module._cpuinfo_flags(info)
+    assert flags is not None and native_bf16_in_flags(flags)
+    info.write_text("processor\t: 0\nFeatures\t: fp asimd bf16\n")  # aarch64: no x86 flags line
+    assert predictor_module._cpuinfo_flags(info) is None
+    assert predictor_module._cpuinfo_flags(tmp_path / "missing") is None
+
+
+def test_native_bf16_also_needs_onednn_bf16_and_is_cached(monkeypatch) -> None:
+    cpu_has_native_bf16.cache_clear()
+    try:
+        monkeypatch.setattr(predictor_module, "_cpuinfo_flags", lambda: SAPPHIRE_RAPIDS)
+        monkeypatch.setattr(predictor_module, "onednn_bf16_usable", lambda: False)
+        assert cpu_has_native_bf16() is False
+        cpu_has_native_bf16.cache_clear()
+        monkeypatch.setattr(predictor_module, "onednn_bf16_usable", lambda: True)
+        assert cpu_has_native_bf16() is True
+        monkeypatch.setattr(predictor_module, "_cpuinfo_flags", lambda: SKYLAKE_SP)
+        assert cpu_has_native_bf16() is True  # cached: the CPU does not change under a process
+        cpu_has_native_bf16.cache_clear()
+        assert cpu_has_native_bf16() is False
+        # without /proc/cpuinfo (macOS, Windows) PyTorch's own CPU probes decide
+        monkeypatch.setattr(predictor_module, "_cpuinfo_flags", lambda: None)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+        cpu_has_native_bf16.cache_clear()
+        assert cpu_has_native_bf16() is False
+    finally:
+        cpu_has_native_bf16.cache_clear()
+
+
+needs_fusion = pytest.mark.skipif(
+    not fusion_available(),
+    reason="needs oneDNN's fused convolution ops (torch.ops.mkldnn._convolution_pointwise), absent here",
+)
+
+
+@needs_fusion
+def test_a_fused_op_failing_mid_batch_switches_to_the_plain_network(loaded, tmp_path, monkeypatch, caplog) -> None:
+    from PIL import Image
+
+    paths = []
+    for i in range(5):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(rng_image(48, 64, seed=i)).save(paths[-1])
+    p = Predictor(loaded, device="cpu", precision="fp32", batch_size=2)
+    assert p.fused
+    stem = next(m for m in p.network.modules() if isinstance(m, FusedConv2d))
+    real = stem.forward
+    calls = []
+
+    def fails_second_time(x):
+        calls.append(x.shape[0])
+        if len(calls) == 2:
+            raise RuntimeError("could not create a primitive descriptor (simulated)")
+        return real(x)
+
+    monkeypatch.setattr(stem, "forward", fails_second_time)
+    with caplog.at_level(logging.WARNING, logger="atrous.predictor"):
+        out = list(p.predict_files(paths))
+    assert [q for q, _ in out] == paths
+    assert calls == [2, 2], "after the failure the fused network is never called again"
+    assert not p.fused and "simulated" in (p.fusion_error or "")
+    assert len([r for r in caplog.records if r.name == "atrous.predictor"]) == 1
+    plain = list(Predictor(loaded, device="cpu", precision="fp32", batch_size=2, fuse=False).predict_files(paths))
+    for i, ((_, got), (_, want)) in enumerate(zip(out, plain)):
+        assert not isinstance(got, Exception), got
+        if i < 2:  # the first batch went through the fused network
+            assert (got.labels == want.labels).mean() > 0.999
+        else:  # the failed batch was recomputed, and the rest run, with the plain network
+            assert np.array_equal(got.labels, want.labels) and np.array_equal(got.confidence, want.confidence)
+
+
+@needs_fusion
+def test_running_out_of_memory_in_a_fused_op_keeps_the_fused_path(loaded, monkeypatch) -> None:
+    p = Predictor(loaded, device="cpu", precision="fp32")
+    stem = next(m for m in p.network.modules() if isinstance(m, FusedConv2d))
+
+    def no_memory(x):
+        raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes (simulated)")
+
+    monkeypatch.setattr(stem, "forward", no_memory)
+    with pytest.raises(RuntimeError, match="can't allocate memory"):
+        p.predict(rng_image(48, 64))
+    assert p.fused and p.fusion_error is None  # memory is not the fused op's fault
+
+
+def test_a_retry_after_out_of_memory_starts_with_the_failed_attempts_memory_freed(loaded, monkeypatch) -> None:
+    import weakref
+
+    p = Predictor(loaded, device="cpu", precision="fp32", batch_size=4)
+    real = p._forward
+    attempts: list[weakref.ref] = []
+    alive_at_retry: list[int] = []
+
+    def flaky(x):
+        activations = torch.ones(1024)  # stands for what the failed forward had allocated
+        alive_at_retry.append(sum(r() is not None for r in attempts))
+        attempts.append(weakref.ref(activations))
+        if x.shape[0] > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(x)
+
+    monkeypatch.setattr(p, "_forward", flaky)
+    preds = p.predict_batch([rng_image(48, 64, seed=s) for s in range(4)])
+    assert len(preds) == 4 and p.oom_retries == 3  # 4 -> 2 + 2 -> 1 + 1 + 1 + 1
+    # The exception's traceback would keep a failed attempt's tensors alive while the retry runs.
+    assert alive_at_retry == [0] * len(alive_at_retry)
+
+
+def test_out_of_memory_while_preparing_the_input_splits_the_batch(loaded, monkeypatch) -> None:
+    p = Predictor(loaded, device="cpu", precision="fp32", batch_size=4)
+    images = [rng_image(48, 64, seed=s) for s in range(4)]
+    expected = [p.predict(im) for im in images]
+    real = p._to_input
+
+    def big_batches_fail(ims, size):
+        if len(ims) > 1:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(ims, size)
+
+    monkeypatch.setattr(p, "_to_input", big_batches_fail)
+    preds = p.predict_batch(images)
+    assert p.oom_retries == 3
+    for got, want in zip(preds, expected):
+        assert np.array_equal(got.labels, want.labels) and np.array_equal(got.confidence, want.confidence)
+
+    def always(ims, size):
+        raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(p, "_to_input", always)
+    with pytest.raises(PredictionError, match="out of memory preparing one 64x48 image"):
+        p.predict(images[0])
