@@ -17,7 +17,9 @@ def _setup_logging() -> Path:
     from .settings import log_path
 
     path = log_path()
-    if not any(isinstance(h, logging.FileHandler) and getattr(h, "baseFilename", None) == str(path) for h in log.handlers):
+    if not any(
+        isinstance(h, logging.FileHandler) and getattr(h, "baseFilename", None) == str(path) for h in log.handlers
+    ):
         handler = logging.FileHandler(path, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         log.addHandler(handler)
@@ -48,7 +50,9 @@ def excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackT
     log.error("unexpected error\n%s", text)
     sys.stderr.write(text)
     where = f"\n\nThe details were written to {path}." if path else ""
-    dialogs.show_error(None, "Unexpected error", f"Something went wrong: {exc_type.__name__}: {exc}{where}", details=text)
+    dialogs.show_error(
+        None, "Unexpected error", f"Something went wrong: {exc_type.__name__}: {exc}{where}", details=text
+    )
 
 
 def run_gui(path: str | None = None) -> int:

@@ -21,7 +21,6 @@ import numpy as np
 from PySide6.QtCore import QPoint, QPointF, QRect, QRectF, Qt, Signal
 from PySide6.QtGui import (
     QColor,
-    QCursor,
     QImage,
     QKeyEvent,
     QMouseEvent,
@@ -138,7 +137,13 @@ class Canvas(QWidget):
         return (w, h)
 
     def set_content(
-        self, rgb: np.ndarray, model: MaskDocumentModel, palette: np.ndarray, transparent: int = 0, *, keep_view: bool = False
+        self,
+        rgb: np.ndarray,
+        model: MaskDocumentModel,
+        palette: np.ndarray,
+        transparent: int = 0,
+        *,
+        keep_view: bool = False,
     ) -> None:
         """Show ``rgb`` with the mask of ``model``; ``palette`` is (256, 3); ``transparent`` is not drawn."""
         if rgb.shape[:2] != model.shape:
@@ -343,14 +348,14 @@ class Canvas(QWidget):
         self.update()
         self.viewChanged.emit()
 
-    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
+    def resizeEvent(self, event: QResizeEvent) -> None:
         super().resizeEvent(event)
         if self._fit_pending or self._auto_fit:
             self.fit()
 
     # ------------------------------------------------------------------ painting
 
-    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+    def paintEvent(self, event: QPaintEvent) -> None:
         p = QPainter(self)
         r = event.rect()
         p.fillRect(r, QColor(48, 48, 52))
@@ -364,8 +369,10 @@ class Canvas(QWidget):
             if x1 > x0 and y1 > y0:
                 src = QRectF(x0, y0, x1 - x0, y1 - y0)
                 dst = QRectF(
-                    self.offset.x() + x0 * self.scale, self.offset.y() + y0 * self.scale,
-                    (x1 - x0) * self.scale, (y1 - y0) * self.scale,
+                    self.offset.x() + x0 * self.scale,
+                    self.offset.y() + y0 * self.scale,
+                    (x1 - x0) * self.scale,
+                    (y1 - y0) * self.scale,
                 )
                 p.setClipRect(r)
                 # Crisp pixels when zoomed in; smoothing only helps when shrinking.
@@ -423,7 +430,7 @@ class Canvas(QWidget):
     def _editable(self) -> bool:
         return self.model is not None
 
-    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+    def mousePressEvent(self, event: QMouseEvent) -> None:
         pos = event.position()
         if event.button() == Qt.MouseButton.MiddleButton or (
             event.button() == Qt.MouseButton.LeftButton and self._space_down
@@ -445,14 +452,16 @@ class Canvas(QWidget):
             self.model.begin_stroke()
             self._stroking = True
             self._last_img = (x, y)
-            self.model.brush_segment(x, y, x, y, self.tools.radius, self.tools.paint_value(), only_over=self.tools.only_over())
+            self.model.brush_segment(
+                x, y, x, y, self.tools.radius, self.tools.paint_value(), only_over=self.tools.only_over()
+            )
         elif tool is Tool.FILL:
             self.model.fill(x, y, self.tools.paint_value(), only_over=self.tools.only_over())
         elif tool is Tool.POLYGON:
             self.polygon_points.append((x, y))
             self.update()
 
-    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:
         pos = event.position()
         old = self._mouse
         self._mouse = QPointF(pos)
@@ -465,7 +474,9 @@ class Canvas(QWidget):
         x, y = self.widget_to_image(pos)
         if self._stroking and self.model is not None and self._last_img is not None:
             lx, ly = self._last_img
-            self.model.brush_segment(lx, ly, x, y, self.tools.radius, self.tools.paint_value(), only_over=self.tools.only_over())
+            self.model.brush_segment(
+                lx, ly, x, y, self.tools.radius, self.tools.paint_value(), only_over=self.tools.only_over()
+            )
             self._last_img = (x, y)
         w, h = self.image_size
         ix, iy = round(x), round(y)
@@ -475,7 +486,7 @@ class Canvas(QWidget):
         else:
             self.update(self._cursor_rect(old).united(self._cursor_rect(self._mouse)))
 
-    def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:
         if self._pan_from is not None and event.button() in (Qt.MouseButton.MiddleButton, Qt.MouseButton.LeftButton):
             self._pan_from = None
             self.setCursor(Qt.CursorShape.OpenHandCursor if self._space_down else Qt.CursorShape.CrossCursor)
@@ -483,20 +494,20 @@ class Canvas(QWidget):
         if event.button() == Qt.MouseButton.LeftButton and self._stroking:
             self._end_stroke()
 
-    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+    def mouseDoubleClickEvent(self, event: QMouseEvent) -> None:
         # The first click of the pair already added the vertex; the second closes the polygon.
         if self.tools.tool is Tool.POLYGON and event.button() == Qt.MouseButton.LeftButton:
             self.finish_polygon()
         else:
             self.mousePressEvent(event)
 
-    def leaveEvent(self, event) -> None:  # noqa: N802, ANN001
+    def leaveEvent(self, event) -> None:
         old, self._mouse = self._mouse, None
         self.update(self._cursor_rect(old))
         self.cursorMoved.emit(-1, -1)
         super().leaveEvent(event)
 
-    def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802
+    def wheelEvent(self, event: QWheelEvent) -> None:
         steps = event.angleDelta().y() / 120.0
         if not steps:
             return
@@ -535,7 +546,7 @@ class Canvas(QWidget):
 
     # ------------------------------------------------------------------ keys
 
-    def keyPressEvent(self, event: QKeyEvent) -> None:  # noqa: N802
+    def keyPressEvent(self, event: QKeyEvent) -> None:
         key = event.key()
         if key == Qt.Key.Key_Space:
             if not event.isAutoRepeat():
@@ -556,7 +567,7 @@ class Canvas(QWidget):
             return
         super().keyPressEvent(event)
 
-    def keyReleaseEvent(self, event: QKeyEvent) -> None:  # noqa: N802
+    def keyReleaseEvent(self, event: QKeyEvent) -> None:
         if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
             self._space_down = False
             self.setCursor(Qt.CursorShape.CrossCursor)

@@ -115,8 +115,16 @@ class MaskDocumentModel(QObject):
         return self._edited(self.doc.cancel_stroke(), step=True)
 
     def brush_segment(
-        self, x0: float, y0: float, x1: float, y1: float, radius: float, value: int,
-        *, only_over: Lock = None, protect: ClassSet | None = None,
+        self,
+        x0: float,
+        y0: float,
+        x1: float,
+        y1: float,
+        radius: float,
+        value: int,
+        *,
+        only_over: Lock = None,
+        protect: ClassSet | None = None,
     ) -> Box | None:
         box = self.doc.brush_segment(x0, y0, x1, y1, radius, value, only_over=only_over, protect=protect)
         return self._edited(box, step=not self.in_stroke)

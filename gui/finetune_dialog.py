@@ -1,9 +1,13 @@
 """The fine-tune dialog: settings a newcomer can accept, a live chart, per-class IoU, cancel.
 
-Training runs ``model.finetune.finetune`` in a :class:`~gui.model_worker.FinetuneWorker`
-thread; its progress dicts arrive here as queued signals. Cancel asks the run to
-stop at the next step; the run then keeps the best validated checkpoint so far as
-a (not activated) model version.
+Training runs in its own process, the command line's ``finetune --progress-json``
+(:class:`~gui.finetune_process.FinetuneProcess`), so nothing it sets (seeds,
+threads, allocator) touches the editor. The dialog is not modal: a person keeps
+correcting masks while it trains, and closing the dialog only hides it (it shows
+itself again with the outcome when the run ends). Cancel
+asks the run to stop after the current step; the run then keeps the best
+validated checkpoint so far as a (not activated) model version. A second click
+stops it at once, keeping nothing.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from PySide6.QtWidgets import (
 
 from annotation.project import Project
 
-from .model_worker import FinetuneWorker, WorkerThread
+from .finetune_process import FinetuneOutcome, FinetuneProcess
 
 LOSS_COLOUR = QColor(220, 90, 60)
 MIOU_COLOUR = QColor(50, 120, 220)
@@ -61,7 +65,7 @@ class TrainingChart(QWidget):
         self.miou.append((iteration, value))
         self.update()
 
-    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802
+    def paintEvent(self, event: QPaintEvent) -> None:
         p = QPainter(self)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         p.fillRect(self.rect(), self.palette().base())
@@ -88,7 +92,9 @@ class TrainingChart(QWidget):
         p.drawText(QRectF(0, area.bottom() - 6, left - 4, 12), Qt.AlignmentFlag.AlignRight, "0")
         p.drawText(QRectF(area.right() + 4, area.top() - 6, right, 12), Qt.AlignmentFlag.AlignLeft, "1.0")
         p.drawText(QRectF(area.right() + 4, area.bottom() - 6, right, 12), Qt.AlignmentFlag.AlignLeft, "0")
-        p.drawText(QRectF(area.left(), area.bottom() + 2, area.width(), 16), Qt.AlignmentFlag.AlignHCenter, f"{last_it} steps")
+        p.drawText(
+            QRectF(area.left(), area.bottom() + 2, area.width(), 16), Qt.AlignmentFlag.AlignHCenter, f"{last_it} steps"
+        )
         if self.loss:
             path = QPainterPath()
             # a light running mean keeps the line readable with small batches
@@ -111,23 +117,29 @@ class TrainingChart(QWidget):
 
 
 class FinetuneDialog(QDialog):
-    """Settings, live progress and results of one fine-tune run.
+    """Settings, live progress and results of one fine-tune run at a time (not modal).
 
     Signals:
         prelabelNewRequested(int version_id): "Pre-label the new images with it" was pressed.
+        versionCreated(int version_id, bool activated): a run saved a new model version
+            (``activated``: it is now the project's active model).
+        runFinished(): a run has ended, whatever its outcome (after the two above).
     """
 
     prelabelNewRequested = Signal(int)
+    versionCreated = Signal(int, bool)
     runFinished = Signal()
 
     def __init__(self, project: Project, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.setWindowTitle("Fine-tune on your corrections")
+        self.setModal(False)
         self.project = project
-        self.runner: WorkerThread | None = None
-        self.result: Any = None
+        self.runner: FinetuneProcess | None = None
+        self.result: FinetuneOutcome | None = None
         self.last_error: str | None = None
         self._iteration = 0
+        self._shutting_down = False
         lay = QVBoxLayout(self)
 
         n_train = len([r for r in project.images(["edited", "reviewed"]) if r.has_mask])
@@ -251,9 +263,12 @@ class FinetuneDialog(QDialog):
 
     @property
     def running(self) -> bool:
+        """True while a fine-tune process runs."""
         return self.runner is not None
 
     def start(self, **overrides: Any) -> bool:
+        """Start a run with the settings, ``overrides`` replacing them (``finetune`` option names);
+        False when one is running already."""
         if self.runner is not None:
             return False
         opts = self.options()
@@ -265,45 +280,58 @@ class FinetuneDialog(QDialog):
         self.chart.clear()
         self.table.hide()
         self.progress.setValue(0)
-        worker = FinetuneWorker(self.project.root, opts)
-        worker.progress.connect(self._on_progress)
-        worker.result.connect(self._on_result)
-        worker.error.connect(self._on_error)
-        worker.finished.connect(self._on_finished)
-        self.runner = WorkerThread(worker, worker.finished)
+        runner = FinetuneProcess(self.project.root, opts, self)
+        runner.progress.connect(self._on_progress)
+        runner.result.connect(self._on_result)
+        runner.error.connect(self._on_error)
+        runner.finished.connect(self._on_finished)
+        self.runner = runner
         self.settings_box.setEnabled(False)
         self.start_button.setEnabled(False)
         self.cancel_button.setEnabled(True)
+        self.cancel_button.setText("Cancel training")
         self.prelabel_button.setEnabled(False)
-        self.status_label.setText("Loading the data and the base model…")
-        self.runner.start()
+        self.status_label.setText("Starting the training process…")
+        runner.start()
         return True
 
     def cancel(self) -> None:
-        if self.runner is not None:
-            self.runner.worker.cancel()  # type: ignore[attr-defined]
+        """First call: stop after this step and keep the best checkpoint; second call: stop now."""
+        if self.runner is None:
+            return
+        if self.runner.cancel_requested:
+            self.runner.cancel()  # the second time it kills
             self.cancel_button.setEnabled(False)
-            self.status_label.setText("Stopping after this step; keeping the best checkpoint so far…")
+            self.status_label.setText("Stopping now; nothing more is saved…")
+            return
+        self.runner.cancel()
+        self.cancel_button.setText("Stop now")
+        self.cancel_button.setToolTip("End the training process at once, keeping nothing from this run")
+        self.status_label.setText("Stopping after this step; keeping the best checkpoint so far…")
 
-    def shutdown(self) -> None:
-        """Cancel and join the training thread (the dialog is going away)."""
-        if self.runner is not None:
-            self.runner.stop()
-            self.runner = None
+    def shutdown(self, timeout_ms: int = 30_000) -> bool:
+        """Cancel the run (keeping its best checkpoint) and wait up to ``timeout_ms`` before killing it.
 
-    def closeEvent(self, event) -> None:  # noqa: N802, ANN001
-        self.shutdown()
-        super().closeEvent(event)
+        Blocks; for closing the app. True when no process is left running."""
+        runner = self.runner
+        if runner is None:
+            return True
+        self._shutting_down = True  # the app is closing: do not show the dialog again for the outcome
+        ended = runner.stop_and_wait(timeout_ms)
+        # finished() came through while waiting; if the process ended otherwise, tidy up here
+        if self.runner is runner and ended:
+            self._on_finished()
+        return ended
 
-    def reject(self) -> None:
-        self.shutdown()
-        super().reject()
-
-    # ---- worker signals
+    # ---- process signals
 
     def _on_progress(self, d: dict) -> None:
         phase = d.get("phase")
-        if phase == "load":
+        if phase == "start":
+            self.status_label.setText("Loading the data and the base model…")
+        elif phase == "load" and "of" in d:
+            self.status_label.setText(f"Loading image {d.get('loaded')} of {d.get('of')}…")
+        elif phase == "load":
             self.status_label.setText(
                 f"{d.get('images')} images ({d.get('train')} train, {d.get('val')} val); base: {d.get('base')}"
             )
@@ -327,20 +355,21 @@ class FinetuneDialog(QDialog):
         elif phase == "save":
             self.status_label.setText("Saving the new model version…")
 
-    def _on_result(self, res: Any) -> None:
+    def _on_result(self, res: FinetuneOutcome) -> None:
         self.result = res
         self.progress.setValue(1000)
+        n_new = self._count_new()
+        self.prelabel_button.setText(f"Pre-label the {n_new} new images with it")
         if res.version_id is None:
             self.status_label.setText("Stopped before anything was worth keeping; no model version was saved.")
         else:
             best = "n/a" if res.best_miou is None else f"{100 * res.best_miou:.1f} %"
             what = "Stopped early; kept" if res.stopped else "Done: saved"
-            act = " and made it the active model" if res.activated else ""
+            act = " and made it the active model" if res.activated else " (not activated)"
             self.status_label.setText(f"{what} model version v{res.version_id}{act}. Best val mIoU {best}.")
-            self.prelabel_button.setEnabled(self._n_new > 0)
-        per = res.per_class_iou or {}
+            self.prelabel_button.setEnabled(n_new > 0)
         self.table.setRowCount(0)
-        for name, iou in per.items():
+        for name, iou in res.per_class_iou.items():
             if name.startswith("__unused_"):
                 continue
             r = self.table.rowCount()
@@ -348,19 +377,29 @@ class FinetuneDialog(QDialog):
             self.table.setItem(r, 0, QTableWidgetItem(name))
             self.table.setItem(r, 1, QTableWidgetItem("—" if iou is None else f"{100 * iou:.1f} %"))
         self.table.setVisible(self.table.rowCount() > 0)
+        if res.version_id is not None:
+            self.versionCreated.emit(int(res.version_id), bool(res.activated))
+
+    def _count_new(self) -> int:
+        try:
+            return len(self.project.images("new"))
+        except Exception:  # the project may have been closed while training ran
+            return self._n_new
 
     def _on_error(self, message: str) -> None:
         self.last_error = message
         self.status_label.setText(f"Fine-tuning failed: {message}")
 
     def _on_finished(self) -> None:
-        if self.runner is not None:
-            self.runner.thread.quit()
-            self.runner.thread.wait()
-            self.runner = None
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            runner.deleteLater()
         self.settings_box.setEnabled(True)
         self.start_button.setEnabled(True)
         self.cancel_button.setEnabled(False)
+        self.cancel_button.setText("Cancel training")
+        if not self.isVisible() and not self._shutting_down:
+            self.show()  # the person closed the dialog while it trained: show them how the run ended
         self.runFinished.emit()
 
     def _prelabel_new(self) -> None:

@@ -72,7 +72,9 @@ class ModelPanel(QWidget):
         self.model_combo.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
         self.model_combo.setMinimumContentsLength(14)
-        self.model_combo.setToolTip("The network that pre-labels: a project model version, a registry model, or a checkpoint file")
+        self.model_combo.setToolTip(
+            "The network that pre-labels: a project model version, a registry model, or a checkpoint file"
+        )
         self.model_combo.activated.connect(self._combo_activated)
         self.device_combo = QComboBox()
         self.device_combo.setFocusPolicy(Qt.FocusPolicy.NoFocus)
@@ -112,7 +114,9 @@ class ModelPanel(QWidget):
         self.btn_current.setToolTip("Pre-label the image on screen (Ctrl+L)")
         self.btn_selected.setToolTip("Pre-label the images selected in the list (Ctrl+Shift+L)")
         self.btn_new.setToolTip("Pre-label every image whose status is new")
-        for i, (b, scope) in enumerate(((self.btn_current, "current"), (self.btn_selected, "selected"), (self.btn_new, "new"))):
+        for i, (b, scope) in enumerate(
+            ((self.btn_current, "current"), (self.btn_selected, "selected"), (self.btn_new, "new"))
+        ):
             b.setFocusPolicy(Qt.FocusPolicy.NoFocus)
             b.clicked.connect(lambda _=False, s=scope: self.prelabelRequested.emit(s))
             grid.addWidget(b, 0, i)
@@ -182,16 +186,30 @@ class ModelPanel(QWidget):
 
     # ---- model list
 
-    def set_models(self, versions: list[tuple[int, str, str]], active: int | None, extra_files: list[str]) -> None:
-        """Fill the model combo: project versions ``(id, name, checkpoint path)``, registry names, files."""
-        current = self.choice()
+    def set_models(
+        self,
+        versions: list[tuple[int, str, str, bool]],
+        active: int | None,
+        extra_files: list[str],
+        *,
+        keep_choice: bool = True,
+    ) -> None:
+        """Fill the model combo: project versions ``(id, name, spec, available)``, registry names, files.
+
+        ``keep_choice``: keep what was chosen before if it is still listed; otherwise (a
+        project was opened, a fine-tune made a new active version) choose the active version.
+        """
+        current = self.choice() if keep_choice else None
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
-        for vid, name, path in reversed(versions):
-            label = f"v{vid} · {name}" + ("  (active)" if vid == active else "")
-            self.model_combo.addItem(label, ModelChoice(path, version_id=vid, label=f"v{vid} {name}"))
-            self.model_combo.setItemData(self.model_combo.count() - 1, path, Qt.ItemDataRole.ToolTipRole)
+        for vid, name, spec, available in reversed(versions):
+            label = f"v{vid} · {name}" + ("  (active)" if vid == active else "") + ("" if available else "  (missing)")
+            self.model_combo.addItem(label, ModelChoice(spec, version_id=vid, label=f"v{vid} {name}"))
+            tip = spec if available else f"{spec}\nThis checkpoint file is missing (moved or deleted)."
+            self.model_combo.setItemData(self.model_combo.count() - 1, tip, Qt.ItemDataRole.ToolTipRole)
         for name in registry_names():
+            if any(spec == name for _, _, spec, _ in versions):
+                continue  # already listed as the project version that recorded it
             self.model_combo.addItem(name, ModelChoice(name, label=name))
             self.model_combo.setItemData(
                 self.model_combo.count() - 1,
@@ -207,10 +225,28 @@ class ModelPanel(QWidget):
         if current is not None:
             idx = self._find(current.spec)
         if idx < 0 and active is not None:
-            idx = next((i for i in range(self.model_combo.count())
-                        if isinstance(self.model_combo.itemData(i), ModelChoice) and self.model_combo.itemData(i).version_id == active), -1)
+            idx = next(
+                (
+                    i
+                    for i in range(self.model_combo.count())
+                    if isinstance(self.model_combo.itemData(i), ModelChoice)
+                    and self.model_combo.itemData(i).version_id == active
+                ),
+                -1,
+            )
         self.model_combo.setCurrentIndex(max(idx, 0))
         self._last_index = self.model_combo.currentIndex()
+
+    def reset(self) -> None:
+        """Forget what the panel said about the previous project's model and batches."""
+        self.info_label.setText("Not loaded yet (Check loads it)")
+        self.error_label.clear()
+        self.error_label.hide()
+        self.progress_label.clear()
+        self.problem_list.clear()
+        self._ran_batch = False
+        self.progress_bar.setValue(0)
+        self.set_running(False)
 
     def _find(self, spec: str) -> int:
         for i in range(self.model_combo.count()):
@@ -294,7 +330,9 @@ class ModelPanel(QWidget):
     def set_progress(self, done: int, total: int, eta: float) -> None:
         self.progress_bar.setRange(0, total)
         self.progress_bar.setValue(done)
-        self.progress_label.setText(f"{done} of {total} · about {format_eta(eta)} left" if done < total else f"{done} of {total}")
+        self.progress_label.setText(
+            f"{done} of {total} · about {format_eta(eta)} left" if done < total else f"{done} of {total}"
+        )
 
     def add_problem(self, text: str) -> None:
         self.problem_list.show()

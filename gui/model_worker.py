@@ -1,15 +1,18 @@
-"""Pre-labelling and fine-tuning off the GUI thread.
+"""Pre-labelling off the GUI thread.
 
-The only gui module that reaches ``model/`` — and only inside functions that run
-in the worker thread, so opening the window never imports torch.
+The only gui module that reaches ``model/`` for the network — and only inside
+functions that run in the worker thread, so opening the window never imports
+torch. The work itself is :func:`model.jobs.prelabel_project`, the job the
+``prelabel PROJECT`` command runs: the same batching, decode prefetch, recording
+and never-overwrite rule. This module only carries its reports to the GUI.
 
 Workers never touch widgets: a :class:`PrelabelWorker` gets plain data (the
-project folder, image ids and paths, the model spec, a set of *claimed* image
-ids) and reports through signals that Qt queues to the GUI thread. It opens its
-own :class:`Project` connection, writes masks of images nobody has open with
-``Project.save_mask(status="prelabeled")``, and hands the predictions of images
-the GUI holds a document for back to the GUI, which applies them as one undo
-step. Cancelling is cooperative: the flag is checked before every image.
+project folder, image ids, the model choice, a set of *claimed* image ids) and
+reports through signals that Qt queues to the GUI thread. It opens its own
+:class:`Project` connection; the predictions of images the GUI holds a document
+for are handed back to the GUI, which applies them as one undo step and records
+them with the same ``annotation.prelabels.record_prelabel``. Cancelling is
+cooperative: the flag is checked before every image.
 """
 
 from __future__ import annotations
@@ -23,36 +26,23 @@ from typing import Any
 import numpy as np
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from annotation.confidence import write_confidence
+from annotation.prelabels import PERSON_STATUSES
+from model.jobs import Claims, PrelabelOutcome
+from model.versions import REGISTRY_NAMES, ModelRef
 
-#: Statuses that mean a person worked on the mask.
-PERSON_STATUSES = ("edited", "reviewed")
-
-
-class Claims:
-    """Image ids the GUI holds a document for; thread-safe.
-
-    The worker saves an image's mask only while holding the lock and only if
-    the image is not claimed, so the GUI never opens a document on a mask the
-    worker is writing behind its back: a claim either waits for that one save or
-    makes the worker hand the prediction to the GUI instead.
-    """
-
-    def __init__(self, ids: set[int] | None = None) -> None:
-        self.lock = threading.Lock()
-        self._ids: set[int] = set(ids or ())
-
-    def claim(self, image_id: int) -> None:
-        with self.lock:
-            self._ids.add(int(image_id))
-
-    def release(self, image_id: int) -> None:
-        with self.lock:
-            self._ids.discard(int(image_id))
-
-    def is_claimed(self, image_id: int) -> bool:
-        """Call with :attr:`lock` held."""
-        return int(image_id) in self._ids
+__all__ = [
+    "PERSON_STATUSES",
+    "Claims",
+    "ModelChoice",
+    "PrelabelItem",
+    "PrelabelJob",
+    "PrelabelResult",
+    "PrelabelSummary",
+    "PrelabelWorker",
+    "WorkerThread",
+    "load_predictor",
+    "registry_names",
+]
 
 
 @dataclass(frozen=True)
@@ -114,6 +104,7 @@ class PrelabelSummary:
     cancelled: bool
     seconds: float
     description: str
+    version_id: int | None = None  # the model version the batch recorded
 
 
 # A loaded predictor is kept for the next batch (loading weights costs seconds).
@@ -122,21 +113,22 @@ _predictor_lock = threading.Lock()
 
 
 def load_predictor(choice: ModelChoice) -> Any:
-    """A ``model.predictor.Predictor`` for ``choice`` (cached; raises AtrousError subclasses)."""
+    """A ``model.predictor.Predictor`` for ``choice`` (cached; raises AtrousError subclasses).
+
+    Loaded by :func:`model.versions.load_predictor`, as the CLI does, so the app
+    gets the same batch size and precision as ``prelabel``.
+    """
     import os
 
-    from model.predictor import Predictor
-    from model.weights import load_model
+    from model.versions import load_predictor as load
 
-    mtime = 0.0
-    if os.path.exists(choice.spec):
-        mtime = os.path.getmtime(choice.spec)
+    mtime = os.path.getmtime(choice.spec) if os.path.exists(choice.spec) else 0.0
     key = (choice.spec, choice.device, mtime)
     with _predictor_lock:
         hit = _predictor_cache.get(key)
         if hit is not None:
             return hit
-        pred = Predictor(load_model(choice.spec), device=choice.device, batch_size=1)
+        pred = load(choice.spec, device=choice.device)
         _predictor_cache.clear()
         _predictor_cache[key] = pred
         return pred
@@ -180,82 +172,101 @@ class PrelabelWorker(QObject):
     def run(self) -> None:
         job = self.job
         t0 = time.monotonic()
-        saved = handed = done = 0
-        skipped: list[tuple[int, str]] = []
-        failed: list[tuple[int, str]] = []
+        summary = None
         description = ""
+        version_id = job.model.version_id
         self.started.emit(job.request_id, len(job.items))
         try:
-            from annotation.errors import AtrousError
-            from annotation.imageio import load_image
             from annotation.project import Project
+            from model.jobs import prelabel_project
+            from model.versions import check_classes_match, ensure_version, resolve
 
-            try:
-                predictor = load_predictor(job.model)
-            except Exception as e:  # noqa: BLE001  a worker reports, never raises into Qt
-                self.error.emit(job.request_id, _one_line(e))
-                return
-            description = predictor.description
-            self.modelLoaded.emit(job.request_id, description, predictor.meta.name, list(predictor.meta.class_names))
-            if not job.items:
-                return
             project = Project.open(job.project_root)
             try:
-                for item in job.items:
-                    if self._cancel.is_set():
-                        break
-                    try:
-                        rec = project.image(item.image_id)
-                        if rec.status in PERSON_STATUSES and not job.overwrite:
-                            skipped.append((item.image_id, f"{item.name}: {rec.status} by a person; not overwritten"))
-                        else:
-                            pred = predictor.predict(load_image(item.path))
-                            labels = np.ascontiguousarray(pred.labels, dtype=np.uint8)
-                            conf = np.ascontiguousarray(pred.confidence, dtype=np.uint8)
-                            mean = float(pred.mean_confidence)
-                            with job.claims.lock:
-                                own = not job.claims.is_claimed(item.image_id)
-                                if own:
-                                    # Re-read: the person may have saved this image since the batch began.
-                                    rec = project.image(item.image_id)
-                                    if rec.status in PERSON_STATUSES and not job.overwrite:
-                                        skipped.append((item.image_id, f"{item.name}: {rec.status} by a person; not overwritten"))
-                                        own = None
-                                    else:
-                                        project.save_mask(
-                                            item.image_id, labels, status="prelabeled",
-                                            model_version=job.model.version_id, source="prelabel",
-                                        )
-                                        project.set_mean_confidence(item.image_id, min(max(mean, 0.0), 1.0))
-                            if own is not None:
-                                try:
-                                    write_confidence(job.project_root, item.image_id, conf)
-                                except AtrousError:
-                                    pass  # the confidence file is a convenience; the mask is what matters
-                                saved += bool(own)
-                                handed += not own
-                                self.result.emit(PrelabelResult(
-                                    job.request_id, item.image_id, labels, conf, mean, bool(own), job.model.version_id,
-                                ))
-                    except (AtrousError, OSError, ValueError, RuntimeError) as e:
-                        failed.append((item.image_id, f"{item.name}: {_one_line(e)}"))
-                        self.imageError.emit(job.request_id, item.image_id, failed[-1][1])
-                    except Exception as e:  # noqa: BLE001  one bad image must not end the batch
-                        failed.append((item.image_id, f"{item.name}: {type(e).__name__}: {_one_line(e)}"))
-                        self.imageError.emit(job.request_id, item.image_id, failed[-1][1])
-                    done += 1
+                try:
+                    if job.model.version_id is not None:
+                        ref = ModelRef(job.model.spec, job.model.version_id, job.model.label)
+                    else:
+                        ref = resolve(project, job.model.spec)
+                    predictor = load_predictor(ModelChoice(ref.spec, job.model.device, ref.version_id, ref.label))
+                    description = predictor.description
+                    self.modelLoaded.emit(
+                        job.request_id, description, predictor.meta.name, list(predictor.meta.class_names)
+                    )
+                    if not job.items:
+                        return
+                    check_classes_match(project, predictor.meta)
+                    version_id = ensure_version(project, ref, predictor.meta.name)
+                except Exception as e:
+                    self.error.emit(job.request_id, _one_line(e))
+                    return
+
+                def on_result(out: PrelabelOutcome) -> None:
+                    self.result.emit(
+                        PrelabelResult(
+                            job.request_id,
+                            out.image_id,
+                            out.labels,
+                            out.confidence,
+                            out.mean_confidence,
+                            out.saved,
+                            out.model_version,
+                        )
+                    )
+
+                def on_progress(done: int, total: int, _name: str) -> None:
                     elapsed = time.monotonic() - t0
-                    eta = elapsed / done * (len(job.items) - done) if done else -1.0
-                    self.progress.emit(job.request_id, done, len(job.items), eta)
+                    self.progress.emit(job.request_id, done, total, elapsed / done * (total - done) if done else -1.0)
+
+                summary = prelabel_project(
+                    project,
+                    predictor,
+                    version_id=version_id,
+                    image_ids=[it.image_id for it in job.items],
+                    overwrite_edited=job.overwrite,
+                    claims=job.claims,
+                    on_result=on_result,
+                    on_error=lambda image_id, line: self.imageError.emit(job.request_id, image_id, line),
+                    on_progress=on_progress,
+                    should_stop=self._cancel.is_set,
+                )
             finally:
                 project.close()
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.error.emit(job.request_id, _one_line(e))
         finally:
-            self.finished.emit(PrelabelSummary(
-                job.request_id, len(job.items), done, saved, handed, skipped, failed,
-                self._cancel.is_set() and done < len(job.items), time.monotonic() - t0, description,
-            ))
+            if summary is None:
+                self.finished.emit(
+                    PrelabelSummary(
+                        job.request_id,
+                        len(job.items),
+                        0,
+                        0,
+                        0,
+                        [],
+                        [],
+                        self._cancel.is_set(),
+                        time.monotonic() - t0,
+                        description,
+                        version_id,
+                    )
+                )
+            else:
+                self.finished.emit(
+                    PrelabelSummary(
+                        job.request_id,
+                        summary.total,
+                        summary.done,
+                        summary.saved,
+                        summary.handed,
+                        summary.skipped,
+                        summary.failed,
+                        summary.cancelled,
+                        time.monotonic() - t0,
+                        description,
+                        version_id,
+                    )
+                )
 
 
 def _one_line(e: BaseException) -> str:
@@ -271,7 +282,7 @@ class WorkerThread:
         self.thread = QThread()
         self.thread.setObjectName(type(worker).__name__)
         worker.moveToThread(self.thread)
-        self.thread.started.connect(worker.run)  # type: ignore[attr-defined]
+        self.thread.started.connect(worker.run)
         finished_signal.connect(self.thread.quit)
 
     def start(self) -> None:
@@ -289,49 +300,6 @@ class WorkerThread:
         return self.thread.wait(timeout_ms)
 
 
-# --------------------------------------------------------------------------- fine-tuning
-
-
-class FinetuneWorker(QObject):
-    """Runs ``model.finetune.finetune`` in a worker thread; progress dicts go out as signals.
-
-    Signals:
-        progress(object dict): every ``on_progress`` report of the run.
-        result(object FinetuneResult)
-        error(str)
-        finished()
-    """
-
-    progress = Signal(object)
-    result = Signal(object)
-    error = Signal(str)
-    finished = Signal()
-
-    def __init__(self, project_root: Path, options: dict[str, Any]) -> None:
-        super().__init__()
-        self.project_root = Path(project_root)
-        self.options = dict(options)
-        self._cancel = threading.Event()
-
-    def cancel(self) -> None:
-        self._cancel.set()
-
-    @Slot()
-    def run(self) -> None:
-        try:
-            from model.finetune import finetune
-
-            res = finetune(
-                str(self.project_root), on_progress=lambda d: self.progress.emit(dict(d)),
-                should_stop=self._cancel.is_set, **self.options,
-            )
-            self.result.emit(res)
-        except Exception as e:  # noqa: BLE001
-            self.error.emit(_one_line(e))
-        finally:
-            self.finished.emit()
-
-
 def registry_names() -> list[str]:
     """The registry's model names, without importing torch (kept in step by a test)."""
-    return ["deeplabv3_mobilenet_v3_large", "deeplabv3_resnet50", "deeplabv3_resnet101"]
+    return list(REGISTRY_NAMES)

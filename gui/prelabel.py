@@ -73,7 +73,7 @@ class PrelabelController(QObject):
     def cancel(self) -> None:
         """Ask the running batch to stop before its next image."""
         if self._runner is not None:
-            self._runner.worker.cancel()  # type: ignore[attr-defined]
+            self._runner.worker.cancel()
 
     def shutdown(self) -> None:
         """Cancel and join every worker thread (call before the window or project goes away)."""

@@ -62,7 +62,7 @@ class _LoadTask(QRunnable):
         # A worker catches its own errors and reports them; it never raises into Qt.
         try:
             result = decode(self.req)
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:
             self.signals.failed.emit(self.req.image_id, str(e))
             return
         self.signals.loaded.emit(result)

@@ -34,7 +34,7 @@ def no_modal_dialogs(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
 
     seen: list[tuple] = []
 
-    def unexpected(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+    def unexpected(*args, **kwargs):
         seen.append(args)
         raise AssertionError(f"unexpected dialog: {args[1:]}")
 
@@ -70,7 +70,7 @@ def project_path(tmp_path: Path) -> Path:
     return root
 
 
-def shown_window(qtbot, project_path: Path):  # noqa: ANN001, ANN201
+def shown_window(qtbot, project_path: Path):
     """Open a MainWindow on ``project_path``, yield it shown, then close it and stop its workers."""
     from gui.main_window import MainWindow
 
@@ -86,5 +86,18 @@ def shown_window(qtbot, project_path: Path):  # noqa: ANN001, ANN201
 
 
 @pytest.fixture
-def window(qtbot, project_path: Path):  # noqa: ANN001, ANN201
+def window(qtbot, project_path: Path):
     yield from shown_window(qtbot, project_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 4-class MobileNetV3 DeepLabV3 saved as an Atrous checkpoint (built once)."""
+    from model.weights import save_checkpoint
+    from tests.model.helpers import tiny_model
+
+    # Named like the test project's classes: a model with other classes is refused, in the app as on the CLI.
+    loaded = tiny_model(num_classes=len(CLASSES), input_size=64, class_names=[c.name for c in CLASSES])
+    path = tmp_path_factory.mktemp("models") / "tiny.pt"
+    save_checkpoint(path, loaded.network, loaded.meta)
+    return path

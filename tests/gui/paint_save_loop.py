@@ -16,10 +16,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-from annotation.editing import MaskDocument  # noqa: E402
-from annotation.project import Project  # noqa: E402
+from annotation.editing import MaskDocument
+from annotation.project import Project
 
 
 def main() -> int:

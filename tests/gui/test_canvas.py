@@ -16,7 +16,7 @@ H, W = 40, 60
 
 
 @pytest.fixture
-def canvas(qtbot):  # noqa: ANN001, ANN201
+def canvas(qtbot):
     tools = ToolSettings()
     c = Canvas(tools)
     qtbot.addWidget(c)
@@ -32,7 +32,7 @@ def canvas(qtbot):  # noqa: ANN001, ANN201
     return c
 
 
-def _drag(qtbot, c: Canvas, points: list[QPoint]) -> None:  # noqa: ANN001
+def _drag(qtbot, c: Canvas, points: list[QPoint]) -> None:
     qtbot.mousePress(c, Qt.MouseButton.LeftButton, pos=points[0])
     for p in points[1:]:
         qtbot.mouseMove(c, p)
@@ -40,7 +40,7 @@ def _drag(qtbot, c: Canvas, points: list[QPoint]) -> None:  # noqa: ANN001
 
 
 @pytest.mark.parametrize("scale", [0.75, 1.0, 3.0, 8.0])
-def test_drag_paints_the_pixels_under_the_path(qtbot, canvas: Canvas, scale: float) -> None:  # noqa: ANN001
+def test_drag_paints_the_pixels_under_the_path(qtbot, canvas: Canvas, scale: float) -> None:
     canvas.zoom_to(scale, QPointF(0, 0))
     canvas.offset = QPointF(7, 5)
     canvas.tools.radius = 2.0
@@ -68,7 +68,7 @@ def test_drag_paints_the_pixels_under_the_path(qtbot, canvas: Canvas, scale: flo
     np.testing.assert_array_equal(canvas.overlay_buffer, got)
 
 
-def test_stroke_is_one_undo_step(qtbot, canvas: Canvas) -> None:  # noqa: ANN001
+def test_stroke_is_one_undo_step(qtbot, canvas: Canvas) -> None:
     before = canvas.model.label_map.copy()
     pts = [canvas.image_to_widget(x, 10).toPoint() for x in range(2, 30, 3)]
     _drag(qtbot, canvas, pts)
@@ -78,7 +78,7 @@ def test_stroke_is_one_undo_step(qtbot, canvas: Canvas) -> None:  # noqa: ANN001
     np.testing.assert_array_equal(canvas.overlay_buffer, before)
 
 
-def test_eraser_paints_background_or_void(qtbot, canvas: Canvas) -> None:  # noqa: ANN001
+def test_eraser_paints_background_or_void(qtbot, canvas: Canvas) -> None:
     canvas.tools.tool = Tool.ERASER
     p = canvas.image_to_widget(50, 20).toPoint()
     _drag(qtbot, canvas, [p])
@@ -89,7 +89,7 @@ def test_eraser_paints_background_or_void(qtbot, canvas: Canvas) -> None:  # noq
     assert canvas.model.label_map[30, 45] == VOID
 
 
-def test_fill_click(qtbot, canvas: Canvas) -> None:  # noqa: ANN001
+def test_fill_click(qtbot, canvas: Canvas) -> None:
     canvas.tools.tool = Tool.FILL
     canvas.tools.class_value = 3
     qtbot.mouseClick(canvas, Qt.MouseButton.LeftButton, pos=canvas.image_to_widget(50, 5).toPoint())
@@ -98,7 +98,7 @@ def test_fill_click(qtbot, canvas: Canvas) -> None:  # noqa: ANN001
     assert (m[:, :40] == 0).all()
 
 
-def test_polygon_enter_and_double_click_and_escape(qtbot, canvas: Canvas) -> None:  # noqa: ANN001
+def test_polygon_enter_and_double_click_and_escape(qtbot, canvas: Canvas) -> None:
     canvas.tools.tool = Tool.POLYGON
     canvas.tools.class_value = 1
     for x, y in [(2, 2), (20, 2), (20, 20), (2, 20)]:
@@ -127,7 +127,7 @@ def test_polygon_enter_and_double_click_and_escape(qtbot, canvas: Canvas) -> Non
     assert canvas.model.label_map[34, 26] == 0  # outside the triangle
 
 
-def test_lock_paints_only_over_chosen_class(qtbot, canvas: Canvas) -> None:  # noqa: ANN001
+def test_lock_paints_only_over_chosen_class(qtbot, canvas: Canvas) -> None:
     canvas.tools.radius = 30
     canvas.tools.class_value = 1
     canvas.tools.lock = 2  # only over class 2
@@ -143,27 +143,43 @@ def test_lock_paints_only_over_chosen_class(qtbot, canvas: Canvas) -> None:  # n
     assert (m[:, 10:40] == 1).any()
 
 
-def test_wheel_zooms_around_cursor_and_ctrl_wheel_sizes_brush(qtbot, canvas: Canvas) -> None:  # noqa: ANN001
+def test_wheel_zooms_around_cursor_and_ctrl_wheel_sizes_brush(qtbot, canvas: Canvas) -> None:
     from PySide6.QtCore import QPoint as P
     from PySide6.QtGui import QWheelEvent
     from PySide6.QtWidgets import QApplication
 
     anchor = canvas.image_to_widget(30, 20)
     before_scale = canvas.scale
-    ev = QWheelEvent(anchor, canvas.mapToGlobal(anchor), P(0, 0), P(0, 120), Qt.MouseButton.NoButton,
-                     Qt.KeyboardModifier.NoModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    ev = QWheelEvent(
+        anchor,
+        canvas.mapToGlobal(anchor),
+        P(0, 0),
+        P(0, 120),
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.NoModifier,
+        Qt.ScrollPhase.NoScrollPhase,
+        False,
+    )
     QApplication.sendEvent(canvas, ev)
     assert canvas.scale > before_scale
     x, y = canvas.widget_to_image(anchor)
     assert abs(x - 30) < 1e-6 and abs(y - 20) < 1e-6  # the point under the cursor stayed put
     r = canvas.tools.radius
-    ev = QWheelEvent(anchor, canvas.mapToGlobal(anchor), P(0, 0), P(0, 120), Qt.MouseButton.NoButton,
-                     Qt.KeyboardModifier.ControlModifier, Qt.ScrollPhase.NoScrollPhase, False)
+    ev = QWheelEvent(
+        anchor,
+        canvas.mapToGlobal(anchor),
+        P(0, 0),
+        P(0, 120),
+        Qt.MouseButton.NoButton,
+        Qt.KeyboardModifier.ControlModifier,
+        Qt.ScrollPhase.NoScrollPhase,
+        False,
+    )
     QApplication.sendEvent(canvas, ev)
     assert canvas.tools.radius > r
 
 
-def test_middle_drag_pans_without_painting(qtbot, canvas: Canvas) -> None:  # noqa: ANN001
+def test_middle_drag_pans_without_painting(qtbot, canvas: Canvas) -> None:
     before = canvas.model.label_map.copy()
     off = QPointF(canvas.offset)
     qtbot.mousePress(canvas, Qt.MouseButton.MiddleButton, pos=QPoint(100, 100))
@@ -173,7 +189,7 @@ def test_middle_drag_pans_without_painting(qtbot, canvas: Canvas) -> None:  # no
     np.testing.assert_array_equal(canvas.model.label_map, before)
 
 
-def test_outline_mode_keeps_only_edges(qtbot, canvas: Canvas) -> None:  # noqa: ANN001
+def test_outline_mode_keeps_only_edges(qtbot, canvas: Canvas) -> None:
     canvas.set_outline(True)
     buf = canvas.overlay_buffer
     assert buf[20, 39] == 0 and buf[20, 40] == 2  # the class edge stays
@@ -186,7 +202,7 @@ def test_outline_mode_keeps_only_edges(qtbot, canvas: Canvas) -> None:  # noqa: 
     np.testing.assert_array_equal(canvas.overlay_buffer, canvas.model.label_map)
 
 
-def test_grab_shows_overlay_colour(qtbot, canvas: Canvas) -> None:  # noqa: ANN001
+def test_grab_shows_overlay_colour(qtbot, canvas: Canvas) -> None:
     """The rendered widget really blends the class colour where the mask says so."""
     canvas.set_opacity(1.0)
     img = canvas.grab().toImage()

@@ -21,10 +21,10 @@ def _grab(win: MainWindow) -> np.ndarray:
     return rows[:, : 3 * img.width()].copy()  # without the scanline padding
 
 
-def test_confidence_overlay_toggle_changes_the_rendering(qtbot, window: MainWindow, project_path: Path) -> None:  # noqa: ANN001
+def test_confidence_overlay_toggle_changes_the_rendering(qtbot, window: MainWindow, project_path: Path) -> None:
     conf = np.full((H, W), 250, np.uint8)
     conf[:, :20] = 40  # the model was unsure on the left
-    window._remember_confidence(window.current_id, conf)  # noqa: SLF001
+    window._remember_confidence(window.current_id, conf)
     window.canvas.set_confidence(window.confidence_map(window.current_id))
     plain = _grab(window)
     qtbot.keyClick(window.canvas, Qt.Key.Key_C)

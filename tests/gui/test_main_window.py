@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PySide6.QtCore import QPoint, Qt
 
 from annotation.masks import read_mask_png
@@ -15,7 +14,7 @@ from gui.main_window import MainWindow
 from gui.tools import Tool
 
 
-def _paint(qtbot, win: MainWindow, pts: list[tuple[int, int]]) -> None:  # noqa: ANN001
+def _paint(qtbot, win: MainWindow, pts: list[tuple[int, int]]) -> None:
     c = win.canvas
     wp = [c.image_to_widget(x, y).toPoint() for x, y in pts]
     qtbot.mousePress(c, Qt.MouseButton.LeftButton, pos=wp[0])
@@ -37,14 +36,19 @@ def test_opens_first_image_with_its_mask(window: MainWindow) -> None:
     assert "saved" in window.lbl_save.text()
 
 
-def test_class_hotkeys_and_tool_keys(qtbot, window: MainWindow) -> None:  # noqa: ANN001
+def test_class_hotkeys_and_tool_keys(qtbot, window: MainWindow) -> None:
     qtbot.keyClick(window.canvas, Qt.Key.Key_3)
     assert window.tools.class_value == 3
     qtbot.keyClick(window.canvas, Qt.Key.Key_2)
     assert window.tools.class_value == 2
     qtbot.keyClick(window.canvas, Qt.Key.Key_8)  # no class 8: unchanged
     assert window.tools.class_value == 2
-    for key, tool in ((Qt.Key.Key_E, Tool.ERASER), (Qt.Key.Key_F, Tool.FILL), (Qt.Key.Key_P, Tool.POLYGON), (Qt.Key.Key_B, Tool.BRUSH)):
+    for key, tool in (
+        (Qt.Key.Key_E, Tool.ERASER),
+        (Qt.Key.Key_F, Tool.FILL),
+        (Qt.Key.Key_P, Tool.POLYGON),
+        (Qt.Key.Key_B, Tool.BRUSH),
+    ):
         qtbot.keyClick(window.canvas, key)
         assert window.tools.tool is tool
     r = window.tools.radius
@@ -53,7 +57,7 @@ def test_class_hotkeys_and_tool_keys(qtbot, window: MainWindow) -> None:  # noqa
     assert window.size_spin.value() == round(window.tools.radius * 2)
 
 
-def test_undo_redo_shortcuts(qtbot, window: MainWindow) -> None:  # noqa: ANN001
+def test_undo_redo_shortcuts(qtbot, window: MainWindow) -> None:
     qtbot.keyClick(window.canvas, Qt.Key.Key_2)
     before = window.current_model.label_map.copy()
     _paint(qtbot, window, [(5, 5), (20, 5)])
@@ -68,7 +72,7 @@ def test_undo_redo_shortcuts(qtbot, window: MainWindow) -> None:  # noqa: ANN001
     np.testing.assert_array_equal(window.current_model.label_map, after)
 
 
-def test_switching_saves_and_keeps_undo_history(qtbot, window: MainWindow, project_path: Path) -> None:  # noqa: ANN001
+def test_switching_saves_and_keeps_undo_history(qtbot, window: MainWindow, project_path: Path) -> None:
     first = window.current_id
     qtbot.keyClick(window.canvas, Qt.Key.Key_3)
     _paint(qtbot, window, [(40, 20), (50, 20)])
@@ -93,7 +97,7 @@ def test_switching_saves_and_keeps_undo_history(qtbot, window: MainWindow, proje
     assert third != first
 
 
-def test_autosave_after_idle(qtbot, window: MainWindow, project_path: Path) -> None:  # noqa: ANN001
+def test_autosave_after_idle(qtbot, window: MainWindow, project_path: Path) -> None:
     window.autosave_timer.setInterval(50)
     qtbot.keyClick(window.canvas, Qt.Key.Key_2)
     _paint(qtbot, window, [(45, 30)])
@@ -103,7 +107,7 @@ def test_autosave_after_idle(qtbot, window: MainWindow, project_path: Path) -> N
     assert "saved" in window.lbl_save.text()
 
 
-def test_mark_reviewed_with_space_and_r(qtbot, window: MainWindow) -> None:  # noqa: ANN001
+def test_mark_reviewed_with_space_and_r(qtbot, window: MainWindow) -> None:
     first = window.current_id
     qtbot.keyClick(window.canvas, Qt.Key.Key_Space)
     assert window.project.image(first).status == "reviewed"
@@ -115,7 +119,7 @@ def test_mark_reviewed_with_space_and_r(qtbot, window: MainWindow) -> None:  # n
     assert "2/3 reviewed" in window.progress_label.text()
 
 
-def test_space_drag_pans_instead_of_reviewing(qtbot, window: MainWindow) -> None:  # noqa: ANN001
+def test_space_drag_pans_instead_of_reviewing(qtbot, window: MainWindow) -> None:
     c = window.canvas
     first = window.current_id
     before = c.model.label_map.copy()
@@ -130,23 +134,23 @@ def test_space_drag_pans_instead_of_reviewing(qtbot, window: MainWindow) -> None
     np.testing.assert_array_equal(c.model.label_map, before)
 
 
-def test_filter_and_search(qtbot, window: MainWindow) -> None:  # noqa: ANN001
+def test_filter_and_search(qtbot, window: MainWindow) -> None:
     window.status_filter.setCurrentIndex(window.status_filter.findData("new"))
-    assert len(window._visible_ids()) == 2  # noqa: SLF001
+    assert len(window._visible_ids()) == 2
     window.status_filter.setCurrentIndex(0)
     window.search_edit.setText("img02")
-    ids = window._visible_ids()  # noqa: SLF001
+    ids = window._visible_ids()
     assert len(ids) == 1 and window.project.image(ids[0]).name == "img02.png"
     qtbot.keyClick(window.canvas, Qt.Key.Key_D)  # current image is filtered out: next visible one
     assert window.current_id == ids[0]
 
 
-def test_prefetches_next_image(qtbot, window: MainWindow) -> None:  # noqa: ANN001
-    nxt = window._neighbour(1)  # noqa: SLF001
+def test_prefetches_next_image(qtbot, window: MainWindow) -> None:
+    nxt = window._neighbour(1)
     qtbot.waitUntil(lambda: nxt in window.cache, timeout=20000)
 
 
-def test_close_saves_unsaved_edits(qtbot, window: MainWindow, project_path: Path) -> None:  # noqa: ANN001
+def test_close_saves_unsaved_edits(qtbot, window: MainWindow, project_path: Path) -> None:
     qtbot.keyClick(window.canvas, Qt.Key.Key_3)
     _paint(qtbot, window, [(50, 10)])
     image_id = window.current_id
@@ -154,11 +158,11 @@ def test_close_saves_unsaved_edits(qtbot, window: MainWindow, project_path: Path
     assert _disk_mask(project_path, image_id)[10, 50] == 3
 
 
-def test_close_when_saving_fails_asks_and_cancel_keeps_window(qtbot, window: MainWindow, monkeypatch) -> None:  # noqa: ANN001
+def test_close_when_saving_fails_asks_and_cancel_keeps_window(qtbot, window: MainWindow, monkeypatch) -> None:
     qtbot.keyClick(window.canvas, Qt.Key.Key_3)
     _paint(qtbot, window, [(50, 10)])
 
-    def broken(*a, **k):  # noqa: ANN002, ANN003, ANN202
+    def broken(*a, **k):
         raise OSError("disk full")
 
     monkeypatch.setattr(window.project, "save_mask", broken)
@@ -173,7 +177,7 @@ def test_close_when_saving_fails_asks_and_cancel_keeps_window(qtbot, window: Mai
     assert not window.isVisible()
 
 
-def test_classes_add_rename_recolour(qtbot, window: MainWindow, project_path: Path) -> None:  # noqa: ANN001
+def test_classes_add_rename_recolour(qtbot, window: MainWindow, project_path: Path) -> None:
     new = window.add_class("road", (10, 20, 30))
     assert new.index == 4 and window.tools.class_value == 4
     window.rename_class(4, "street")
@@ -186,12 +190,15 @@ def test_classes_add_rename_recolour(qtbot, window: MainWindow, project_path: Pa
     qtbot.keyClick(window.canvas, Qt.Key.Key_4)
     assert window.tools.class_value == 4
     # pixel share column: first image is half class 1
-    item = next(window.class_tree.topLevelItem(i) for i in range(window.class_tree.topLevelItemCount())
-                if window.class_tree.topLevelItem(i).text(0) == "person")
+    item = next(
+        window.class_tree.topLevelItem(i)
+        for i in range(window.class_tree.topLevelItemCount())
+        if window.class_tree.topLevelItem(i).text(0) == "person"
+    )
     assert item.text(2) == "50.0 %"
 
 
-def test_settings_persist_between_windows(qtbot, window: MainWindow, project_path: Path) -> None:  # noqa: ANN001
+def test_settings_persist_between_windows(qtbot, window: MainWindow, project_path: Path) -> None:
     qtbot.keyClick(window.canvas, Qt.Key.Key_F)
     window.tools.radius = 13
     window.opacity_slider.setValue(70)
@@ -205,7 +212,7 @@ def test_settings_persist_between_windows(qtbot, window: MainWindow, project_pat
     win2.close()
 
 
-def test_lock_combo_protects_neighbours(qtbot, window: MainWindow) -> None:  # noqa: ANN001
+def test_lock_combo_protects_neighbours(qtbot, window: MainWindow) -> None:
     from gui.tools import LOCK_UNLABELLED
 
     window.set_lock(LOCK_UNLABELLED)
