@@ -1,8 +1,9 @@
 """Atrous entry point: no arguments opens the GUI, subcommands run headless jobs.
 
 Kept thin on purpose: each package registers its own subcommands
-(``annotation.cli`` for projects and formats, ``model.cli`` for the network), and
-heavy imports (torch, Qt) happen only inside the command that needs them.
+(``annotation.cli`` for projects and formats, ``model.cli`` for the network), the
+GUI-or-command choice is made from argv before any of them is imported, and heavy
+imports (torch, Qt) happen only inside the command that needs them.
 """
 
 from __future__ import annotations
@@ -10,6 +11,13 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+
+#: Every subcommand that ``build_parser`` registers. ``main`` decides GUI vs command from
+#: this set alone, so opening the app never imports the command modules and what they
+#: pull in. tests/test_startup.py keeps it equal to the parser's.
+COMMANDS = frozenset(
+    {"new", "add", "import", "export", "info", "prelabel", "models", "activate", "finetune", "evaluate"}
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,23 +38,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _subcommand_names(parser: argparse.ArgumentParser) -> set[str]:
-    for action in parser._subparsers._group_actions if parser._subparsers else []:  # noqa: SLF001
-        if isinstance(action, argparse._SubParsersAction):  # noqa: SLF001
-            return set(action.choices)
-    return set()
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Run Atrous with ``argv`` (default ``sys.argv[1:]``); returns the exit code."""
     args_list = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    # `atrous` and `atrous PROJECT_OR_FOLDER` open the GUI; anything else is a command.
-    if not args_list or (args_list[0] not in _subcommand_names(parser) and not args_list[0].startswith("-")):
+    # `atrous` and `atrous PROJECT_OR_FOLDER` open the GUI; anything else is a command
+    # (or an option such as --help, which the parser answers).
+    if not args_list or (args_list[0] not in COMMANDS and not args_list[0].startswith("-")):
         from gui.app import run_gui
 
         return run_gui(args_list[0] if args_list else None)
-    args = parser.parse_args(args_list)
+    args = build_parser().parse_args(args_list)
     from annotation.errors import AtrousError
 
     try:
