@@ -34,7 +34,7 @@ from PIL import Image  # noqa: E402
 from PySide6.QtCore import QPointF  # noqa: E402
 from PySide6.QtWidgets import QApplication  # noqa: E402
 
-from annotation.editing import History, MaskDocument  # noqa: E402
+from annotation.editing import MaskDocument  # noqa: E402
 from annotation.masks import make_palette, write_mask_png  # noqa: E402
 from gui.canvas import Canvas  # noqa: E402
 from gui.document import MaskDocumentModel  # noqa: E402
@@ -49,7 +49,7 @@ class CountingCanvas(Canvas):
 
     paints = 0
 
-    def paintEvent(self, event) -> None:  # noqa: ANN001, N802
+    def paintEvent(self, event) -> None:
         CountingCanvas.paints += 1
         super().paintEvent(event)
 
@@ -73,7 +73,9 @@ def p95(values: list[float]) -> float:
     return float(np.percentile(np.asarray(values), 95))
 
 
-def bench_segments(app: QApplication, canvas: Canvas, model: MaskDocumentModel, scale: float, n: int = 300) -> tuple[list[float], list[float]]:
+def bench_segments(
+    app: QApplication, canvas: Canvas, model: MaskDocumentModel, scale: float, n: int = 300
+) -> tuple[list[float], list[float]]:
     canvas.zoom_to(scale, QPointF(canvas.width() / 2, canvas.height() / 2))
     app.processEvents()
     canvas.repaint_immediately = True
@@ -156,22 +158,28 @@ def main() -> int:
     QTest.qWaitForWindowExposed(canvas)
     with tempfile.TemporaryDirectory() as tmp:
         opened = bench_open(app, canvas, Path(tmp), rgb, mask)
-    print(f"open 24MP: decode JPEG+mask {opened['decode']:.0f} ms, document {opened['document']:.0f} ms, "
-          f"show {opened['show']:.0f} ms, total {opened['total']:.0f} ms (best of 3)")
+    print(
+        f"open 24MP: decode JPEG+mask {opened['decode']:.0f} ms, document {opened['document']:.0f} ms, "
+        f"show {opened['show']:.0f} ms, total {opened['total']:.0f} ms (best of 3)"
+    )
     model = canvas.model
     assert model is not None
     results = {}
     for scale in (1.0, 0.25, 4.0):
         seg, full = bench_segments(app, canvas, model, scale)
         results[scale] = (p95(seg) * 1000, float(np.median(full)) * 1000, float(np.median(seg)) * 1000)
-        print(f"zoom {scale:>4}: segment p95 {results[scale][0]:.2f} ms (median {results[scale][2]:.2f}), "
-              f"full overlay repaint median {results[scale][1]:.1f} ms")
+        print(
+            f"zoom {scale:>4}: segment p95 {results[scale][0]:.2f} ms (median {results[scale][2]:.2f}), "
+            f"full overlay repaint median {results[scale][1]:.1f} ms"
+        )
     undo_mb = bench_undo(mask)
     print(f"undo: 1000 strokes (r=20 px, 200 px long) hold {undo_mb:.1f} MB of history")
     seg_p95, full_med, seg_med = results[1.0]
     ratio = full_med / max(seg_med, 1e-9)
-    print(f"brush: p95 {seg_p95:.2f} ms per segment, {ratio:.0f}x faster than full repaint; "
-          f"undo 1000 strokes {undo_mb:.1f} MB; open 24MP {opened['total']:.0f} ms")
+    print(
+        f"brush: p95 {seg_p95:.2f} ms per segment, {ratio:.0f}x faster than full repaint; "
+        f"undo 1000 strokes {undo_mb:.1f} MB; open 24MP {opened['total']:.0f} ms"
+    )
     return 0
 
 

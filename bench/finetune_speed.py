@@ -23,7 +23,6 @@ second are each run's steps over its own training time.
 from __future__ import annotations
 
 import argparse
-import math
 import random
 import shutil
 import tempfile
@@ -38,7 +37,9 @@ from _common import CAMVID, VOID, camvid_classes, camvid_pairs
 class PlainTrainer:
     """torchvision's reference training loop, one step at a time, on its own clock."""
 
-    def __init__(self, num_classes: int, crop: int, batch_size: int, budget_s: float, base_size: int = 360, seed: int = 0):
+    def __init__(
+        self, num_classes: int, crop: int, batch_size: int, budget_s: float, base_size: int = 360, seed: int = 0
+    ):
         import torch
         from PIL import Image
         from torchvision.models.segmentation import deeplabv3_mobilenet_v3_large
@@ -52,7 +53,9 @@ class PlainTrainer:
             mask = np.array(Image.open(lab))
             mask[mask == VOID] = 255
             self.pairs.append((Image.open(img).convert("RGB"), Image.fromarray(mask)))
-        self.model = deeplabv3_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=True)
+        self.model = deeplabv3_mobilenet_v3_large(
+            weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=True
+        )
         self.model.train()
         params = [
             {"params": [p for p in self.model.backbone.parameters() if p.requires_grad]},
@@ -142,8 +145,11 @@ class PlainTrainer:
         self.model.eval()
         with torch.no_grad():
             for img, lab in camvid_pairs("val"):
-                x = TF.normalize(TF.convert_image_dtype(TF.pil_to_tensor(Image.open(img).convert("RGB")), torch.float),
-                                 mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225])
+                x = TF.normalize(
+                    TF.convert_image_dtype(TF.pil_to_tensor(Image.open(img).convert("RGB")), torch.float),
+                    mean=[0.485, 0.456, 0.406],
+                    std=[0.229, 0.224, 0.225],
+                )
                 pred = self.model(x[None])["out"].argmax(1)[0]
                 mask = np.array(Image.open(lab))
                 mask[mask == VOID] = 255
@@ -155,7 +161,9 @@ def make_project(root: Path):
     from annotation.formats import apply_import
     from annotation.formats.maskdir import read_mask_folder
 
-    result = read_mask_folder(CAMVID / "train" / "labels", CAMVID / "train" / "images", CAMVID / "CLASSES.txt", void=VOID)
+    result = read_mask_folder(
+        CAMVID / "train" / "labels", CAMVID / "train" / "images", CAMVID / "CLASSES.txt", void=VOID
+    )
     apply_import(root, result, status="reviewed", source="bench")
 
 
@@ -200,8 +208,10 @@ def main() -> None:
         make_project(tmp / "proj")
         plain = PlainTrainer(len(names), args.crop, args.batch_size, budget)
         plain.warmup()
-        print(f"CamVid: 56 train / 18 val images, torch {torch.__version__}, {torch.get_num_threads()} threads, "
-              f"{args.minutes:g} min each, crop {args.crop}, batch {args.batch_size}, interleaved in {args.slice:g} s slices")
+        print(
+            f"CamVid: 56 train / 18 val images, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+            f"{args.minutes:g} min each, crop {args.crop}, batch {args.batch_size}, interleaved in {args.slice:g} s slices"
+        )
         paused = 0.0
         state = {"slice_start": None}
 
@@ -222,9 +232,18 @@ def main() -> None:
                 state["slice_start"] = clock()
 
         result = finetune(
-            tmp / "proj", minutes=args.minutes, val_fraction=0.0, batch_size=args.batch_size, crop=args.crop,
-            precision=args.precision, optimizer=args.optimizer, lr=args.lr, base="scratch", device="cpu",
-            on_progress=on_progress, clock=clock,
+            tmp / "proj",
+            minutes=args.minutes,
+            val_fraction=0.0,
+            batch_size=args.batch_size,
+            crop=args.crop,
+            precision=args.precision,
+            optimizer=args.optimizer,
+            lr=args.lr,
+            base="scratch",
+            device="cpu",
+            on_progress=on_progress,
+            clock=clock,
         )
         with glibc_defaults():
             plain.run_for(plain.budget)  # whatever is left of its budget
@@ -233,8 +252,13 @@ def main() -> None:
         i1, i0 = result.it_per_s, plain.steps / max(plain.elapsed, 1e-9)
         print(f"{'run':18s} {'steps':>6s} {'it/s':>7s} {'val mIoU':>9s}")
         print(f"{'plain torchvision':18s} {plain.steps:6d} {i0:7.3f} {m0:9.3f}")
-        print(f"{'ours':18s} {result.iterations:6d} {i1:7.3f} {m1:9.3f}   ({result.config['precision']} precision setting, {result.config['optimizer']})")
-        print("ours per class: " + ", ".join(f"{n} {'-' if v is None else f'{v:.2f}'}" for n, v in zip(names, per_class)))
+        print(
+            f"{'ours':18s} {result.iterations:6d} {i1:7.3f} {m1:9.3f}   "
+            f"({result.config['precision']} precision setting, {result.config['optimizer']})"
+        )
+        print(
+            "ours per class: " + ", ".join(f"{n} {'-' if v is None else f'{v:.2f}'}" for n, v in zip(names, per_class))
+        )
         print(f"speed ratio {i1 / max(i0, 1e-9):.2f}x, mIoU difference {m1 - m0:+.3f}")
         print(f"finetune: ours {m1:.3f} mIoU at {i1:.2f} it/s, plain torchvision {m0:.3f} mIoU at {i0:.2f} it/s")
     finally:

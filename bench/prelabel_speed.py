@@ -63,9 +63,8 @@ def main() -> None:
 
     import torch
 
-    from model.weights import load_checkpoint
-
     from model.predictor import Predictor
+    from model.weights import load_checkpoint
 
     paths = [a for a, _ in camvid_pairs("val") + camvid_pairs("train")][: args.images]
     lines = []
@@ -92,7 +91,9 @@ def main() -> None:
         ratio = float(np.median(ratios))
         n = len(paths) * args.rounds
         print(f"{backbone:20s} {t_naive / n:12.3f} {t_ours / n:11.3f} {ratio:7.2f}x {agree:9.2f}%  {fast.description}")
-        lines.append(f"prelabel speedup vs naive torchvision loop: {ratio:.2f}x, label agreement {agree:.2f}% ({backbone})")
+        lines.append(
+            f"prelabel speedup vs naive torchvision loop: {ratio:.2f}x, label agreement {agree:.2f}% ({backbone})"
+        )
     for line in lines:
         print(line)
 

@@ -56,18 +56,24 @@ def main() -> None:
 
     tmp = Path(tempfile.mkdtemp(prefix="atrous-queue-bench-"))
     try:
-        res = read_mask_folder(CAMVID / "train" / "labels", CAMVID / "train" / "images", CAMVID / "CLASSES.txt", void=VOID)
+        res = read_mask_folder(
+            CAMVID / "train" / "labels", CAMVID / "train" / "images", CAMVID / "CLASSES.txt", void=VOID
+        )
         truth = {item.image_path.name: item.mask for item in res.items}
         project = Project.create(tmp / "proj", res.classes)
         project.add_images(CAMVID / "train" / "images")
         pool = stratified(sorted(project.images(), key=lambda r: r.path), key=sequence)
         done = 0
-        print(f"CamVid pool {len(pool)}; a {args.minutes:g}-minute model per row; top {args.k} of the rest vs the oracle's")
+        print(
+            f"CamVid pool {len(pool)}; a {args.minutes:g}-minute model per row; top {args.k} of the rest vs the oracle's"
+        )
         for n in sorted(args.train):
             for r in pool[done:n]:
                 project.save_mask(r.id, truth[Path(r.path).name], status="edited", source="bench")
             done = n
-            result = finetune(project, minutes=args.minutes, val_fraction=0.0, device="cpu", activate=True, name=f"{n} images")
+            result = finetune(
+                project, minutes=args.minutes, val_fraction=0.0, device="cpu", activate=True, name=f"{n} images"
+            )
             loaded = load_checkpoint(result.checkpoint_path)
             predictor = Predictor(loaded, device="cpu", batch_size=1)
             wrong, scores = [], {"mean confidence": [], "entropy": [], "1 - margin": []}
@@ -80,20 +86,27 @@ def main() -> None:
                 scores["mean confidence"].append(1.0 - pred.mean_confidence)  # high = on top of the queue
                 h, w = img.shape[:2]
                 # the predictor's own input (resize, normalisation) and network; logits at feature resolution
-                logits = predictor._forward(predictor._to_input([img], scaled_size(h, w, loaded.meta.input_size))).float()
+                logits = predictor._forward(
+                    predictor._to_input([img], scaled_size(h, w, loaded.meta.input_size))
+                ).float()
                 p = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)[0].softmax(0)
                 top2 = p.topk(2, dim=0).values
                 scores["entropy"].append(float((-(p * p.clamp_min(1e-12).log()).sum(0) / np.log(p.shape[0])).mean()))
                 scores["1 - margin"].append(float(1.0 - (top2[0] - top2[1]).mean()))
             err = np.array(wrong)
             oracle = float(np.sort(err)[::-1][: args.k].mean())
-            print(f"trained on {n} ({result.iterations} steps); {len(err)} images left, {100 * err.mean():.1f} % of pixels wrong, "
-                  f"oracle's top {args.k}: {100 * oracle:.1f} %")
+            print(
+                f"trained on {n} ({result.iterations} steps); {len(err)} images left, {100 * err.mean():.1f} % of pixels wrong, "
+                f"oracle's top {args.k}: {100 * oracle:.1f} %"
+            )
             for name, vals in scores.items():
                 v = np.array(vals)
                 top = np.argsort(-v, kind="stable")[: args.k]
-                print(f"  {name:16s} spearman {spearman(v, err):+.3f}   top {args.k}: {100 * err[top].mean():5.1f} % wrong "
-                      f"= {err[top].mean() / oracle:.2f}x the oracle's", flush=True)
+                print(
+                    f"  {name:16s} spearman {spearman(v, err):+.3f}   top {args.k}: {100 * err[top].mean():5.1f} % wrong "
+                    f"= {err[top].mean() / oracle:.2f}x the oracle's",
+                    flush=True,
+                )
         project.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

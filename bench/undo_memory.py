@@ -19,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from annotation.editing import Box, MaskDocument, brush_segment, fill, paint_region  # noqa: E402
+from annotation.editing import Box, MaskDocument, brush_segment, fill, paint_region
 
 H, W = 4000, 6000
 
@@ -29,7 +29,15 @@ def blobby_map(rng: np.random.Generator) -> np.ndarray:
     labels = np.zeros((H, W), dtype=np.uint8)
     for _ in range(100):
         x, y = rng.uniform(0, W), rng.uniform(0, H)
-        brush_segment(labels, x, y, x + rng.uniform(-800, 800), y + rng.uniform(-800, 800), rng.uniform(20, 120), int(rng.integers(1, 6)))
+        brush_segment(
+            labels,
+            x,
+            y,
+            x + rng.uniform(-800, 800),
+            y + rng.uniform(-800, 800),
+            rng.uniform(20, 120),
+            int(rng.integers(1, 6)),
+        )
     return labels
 
 
@@ -58,18 +66,18 @@ def bench_fill(rng: np.random.Generator) -> None:
     for name, labels in cases:
         y, x = map(int, np.argwhere(labels == 0)[0])
 
-        def run() -> None:
+        def run(labels: np.ndarray = labels, x: int = x, y: int = y) -> None:
             work = labels.copy()
             t = time.perf_counter()
             res = fill(work, x, y, 9)
-            run.dt = time.perf_counter() - t  # type: ignore[attr-defined]
-            run.count = res.count if res else 0  # type: ignore[attr-defined]
+            run.dt = time.perf_counter() - t
+            run.count = res.count if res else 0
 
         best = float("inf")
         for _ in range(3):
             run()
-            best = min(best, run.dt)  # type: ignore[attr-defined]
-        print(f"  {name:40s} {best * 1000:8.1f} ms   ({run.count / 1e6:.1f} Mpx filled)")  # type: ignore[attr-defined]
+            best = min(best, run.dt)
+        print(f"  {name:40s} {best * 1000:8.1f} ms   ({run.count / 1e6:.1f} Mpx filled)")
 
 
 def dense_brush(labels: np.ndarray, x0: float, y0: float, x1: float, y1: float, r: float, value: int) -> None:
@@ -132,7 +140,9 @@ def bench_undo_memory(rng: np.random.Generator) -> None:
     print(f"  history.nbytes      {doc.history.nbytes / 2**20:8.2f} MB ({doc.history.undo_steps} steps)")
     print(f"  tracemalloc growth  {(used - base) / 2**20:8.2f} MB")
     print(f"  full-copy baseline  {full_copies / 2**20:8.0f} MB   ratio {full_copies / doc.history.nbytes:6.0f}x")
-    print(f"  brush op {t_ops / 10_000 * 1e6:.1f} us per 20 px segment (under tracemalloc), end_stroke merge {t_end / 1000 * 1e3:.3f} ms")
+    print(
+        f"  brush op {t_ops / 10_000 * 1e6:.1f} us per 20 px segment (under tracemalloc), end_stroke merge {t_end / 1000 * 1e3:.3f} ms"
+    )
     t = time.perf_counter()
     for _ in range(100):
         doc.undo()

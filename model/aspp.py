@@ -57,7 +57,9 @@ class AtrousConv2d(nn.Conv2d):
         rate = self.dilation[0]
         if rate < h and rate < w:
             if (
-                x.device.type == "cpu" and self.bias is None and torch.is_grad_enabled()
+                x.device.type == "cpu"
+                and self.bias is None
+                and torch.is_grad_enabled()
                 and _real_share(h, w, rate) <= self.TAPS_BELOW
             ):
                 return _TapWeightGrad.apply(x, self.weight, rate)
@@ -87,7 +89,7 @@ class _TapWeightGrad(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, rate: int) -> torch.Tensor:  # type: ignore[override]
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, rate: int) -> torch.Tensor:
         dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
         xc, wc = x.to(dtype), weight.to(dtype)
         ctx.save_for_backward(xc, wc)
@@ -96,7 +98,7 @@ class _TapWeightGrad(torch.autograd.Function):
             return F.conv2d(xc, wc, None, 1, rate, rate)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+    def backward(ctx, grad: torch.Tensor):
         x, weight = ctx.saved_tensors
         rate = ctx.rate
         grad = grad.to(x.dtype)

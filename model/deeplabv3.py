@@ -16,8 +16,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from torch.nn import functional as F
-from torchvision.models import mobilenet_v3_large, resnet50, resnet101
-from torchvision.models import MobileNet_V3_Large_Weights, ResNet50_Weights, ResNet101_Weights
+from torchvision.models import (
+    MobileNet_V3_Large_Weights,
+    ResNet50_Weights,
+    ResNet101_Weights,
+    mobilenet_v3_large,
+    resnet50,
+    resnet101,
+)
 
 from .aspp import ASPP, default_atrous_rates
 
@@ -74,7 +80,7 @@ class FeatureTaps(nn.ModuleDict):
     state-dict keys identical to torchvision's ``IntermediateLayerGetter``.
     """
 
-    def __init__(self, layers: "OrderedDict[str, nn.Module]", taps: dict[str, str]) -> None:
+    def __init__(self, layers: OrderedDict[str, nn.Module], taps: dict[str, str]) -> None:
         last = max(list(layers).index(name) for name in taps)
         super().__init__(OrderedDict(list(layers.items())[: last + 1]))
         self.taps = dict(taps)
@@ -128,7 +134,7 @@ def _dilate(module: nn.Module, dilation: int) -> None:
 
 def _mobilenet_taps(
     output_stride: int, weights: MobileNet_V3_Large_Weights | None
-) -> tuple["OrderedDict[str, nn.Module]", str, str]:
+) -> tuple[OrderedDict[str, nn.Module], str, str]:
     # dilated=True is torchvision's own output-stride-16 variant (last stage dilated 2).
     features = mobilenet_v3_large(weights=weights, dilated=True).features
     stages = [0] + [i for i, b in enumerate(features) if getattr(b, "_is_cn", False)] + [len(features) - 1]
@@ -147,7 +153,7 @@ def _mobilenet_taps(
 
 def _resnet_taps(
     name: str, output_stride: int, weights: ResNet50_Weights | ResNet101_Weights | None
-) -> "OrderedDict[str, nn.Module]":
+) -> OrderedDict[str, nn.Module]:
     dilation = [False, True, True] if output_stride == 8 else [False, False, True]
     builder = resnet50 if name == "resnet50" else resnet101
     net = builder(weights=weights, replace_stride_with_dilation=dilation)
@@ -184,9 +190,9 @@ def build_deeplabv3(
     rates = tuple(int(r) for r in (atrous_rates if atrous_rates is not None else default_atrous_rates(output_stride)))
     out_ch, aux_ch = BACKBONES[backbone]
     if backbone == "mobilenet_v3_large":
-        layers, out_name, aux_name = _mobilenet_taps(output_stride, weights_backbone)  # type: ignore[arg-type]
+        layers, out_name, aux_name = _mobilenet_taps(output_stride, weights_backbone)
     else:
-        layers, out_name, aux_name = _resnet_taps(backbone, output_stride, weights_backbone), "layer4", "layer3"  # type: ignore[arg-type]
+        layers, out_name, aux_name = _resnet_taps(backbone, output_stride, weights_backbone), "layer4", "layer3"
     taps = {out_name: "out"}
     if aux_loss:
         taps[aux_name] = "aux"

@@ -58,7 +58,7 @@ class ConfusionMatrix:
         p = np.clip(p[keep], 0, n - 1)
         self.mat += np.bincount(n * t[keep] + p, minlength=n * n).reshape(n, n)
 
-    def merge(self, other: "ConfusionMatrix") -> None:
+    def merge(self, other: ConfusionMatrix) -> None:
         """Add another matrix (e.g. from another process)."""
         self.mat += other.mat
 

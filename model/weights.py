@@ -25,9 +25,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from annotation.atomic import atomic_open
 from annotation.errors import AtrousReadError, AtrousWriteError
 from annotation.masks import voc_colormap
-from annotation.atomic import atomic_open
 
 from .deeplabv3 import ArchSpec, DeepLabV3, build_from_spec
 
@@ -83,7 +83,9 @@ class ModelMeta:
         if len(self.colours) != self.arch.num_classes:
             raise ValueError(f"{len(self.colours)} colours for a {self.arch.num_classes}-class model")
         if self.normalisation not in NORMALISATIONS:
-            raise ValueError(f"unknown normalisation {self.normalisation!r}; expected one of {', '.join(NORMALISATIONS)}")
+            raise ValueError(
+                f"unknown normalisation {self.normalisation!r}; expected one of {', '.join(NORMALISATIONS)}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """Plain containers only (str/int/float/list/dict), so ``weights_only`` loading accepts it."""
@@ -95,7 +97,7 @@ class ModelMeta:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ModelMeta":
+    def from_dict(cls, d: dict[str, Any]) -> ModelMeta:
         a = dict(d["arch"])
         arch = ArchSpec(
             backbone=str(a["backbone"]),
@@ -107,9 +109,9 @@ class ModelMeta:
         return cls(
             arch=arch,
             class_names=[str(n) for n in d["class_names"]],
-            colours=[tuple(int(v) for v in c) for c in d["colours"]],  # type: ignore[misc]
-            mean=tuple(float(v) for v in d.get("mean", IMAGENET_MEAN)),  # type: ignore[arg-type]
-            std=tuple(float(v) for v in d.get("std", IMAGENET_STD)),  # type: ignore[arg-type]
+            colours=[tuple(int(v) for v in c) for c in d["colours"]],
+            mean=tuple(float(v) for v in d.get("mean", IMAGENET_MEAN)),
+            std=tuple(float(v) for v in d.get("std", IMAGENET_STD)),
             input_size=None if d.get("input_size") is None else int(d["input_size"]),
             normalisation=str(d.get("normalisation", NORM_DATASET)),
             name=str(d.get("name", "")),
@@ -121,7 +123,7 @@ class ModelMeta:
 def default_colours(n: int) -> list[tuple[int, int, int]]:
     """VOC's colour map for the first ``n`` classes."""
     cmap = voc_colormap(256)
-    return [tuple(int(v) for v in cmap[i % 255]) for i in range(n)]  # type: ignore[misc]
+    return [tuple(int(v) for v in cmap[i % 255]) for i in range(n)]
 
 
 @dataclass
@@ -157,15 +159,24 @@ REGISTRY: dict[str, RegistryEntry] = {
     e.name: e
     for e in (
         RegistryEntry(
-            "deeplabv3_mobilenet_v3_large", "mobilenet_v3_large", 16, "DeepLabV3_MobileNet_V3_Large_Weights",
+            "deeplabv3_mobilenet_v3_large",
+            "mobilenet_v3_large",
+            16,
+            "DeepLabV3_MobileNet_V3_Large_Weights",
             "torchvision DeepLabV3-MobileNetV3-Large, COCO subset with the 20 VOC classes (42 MB, fast)",
         ),
         RegistryEntry(
-            "deeplabv3_resnet50", "resnet50", 8, "DeepLabV3_ResNet50_Weights",
+            "deeplabv3_resnet50",
+            "resnet50",
+            8,
+            "DeepLabV3_ResNet50_Weights",
             "torchvision DeepLabV3-ResNet50, COCO subset with the 20 VOC classes (161 MB)",
         ),
         RegistryEntry(
-            "deeplabv3_resnet101", "resnet101", 8, "DeepLabV3_ResNet101_Weights",
+            "deeplabv3_resnet101",
+            "resnet101",
+            8,
+            "DeepLabV3_ResNet101_Weights",
             "torchvision DeepLabV3-ResNet101, COCO subset with the 20 VOC classes (233 MB)",
         ),
     )
@@ -188,8 +199,8 @@ def _registry_meta(entry: RegistryEntry) -> ModelMeta:
         arch=arch,
         class_names=categories,
         colours=default_colours(len(categories)),
-        mean=tuple(float(v) for v in transforms.mean),  # type: ignore[arg-type]
-        std=tuple(float(v) for v in transforms.std),  # type: ignore[arg-type]
+        mean=tuple(float(v) for v in transforms.mean),
+        std=tuple(float(v) for v in transforms.std),
         input_size=input_size,
         name=entry.name,
         source=f"torchvision {entry.weights_enum}.COCO_WITH_VOC_LABELS_V1",
@@ -329,7 +340,9 @@ def load_checkpoint(path: str | os.PathLike[str], *, class_names: list[str] | No
         network.load_state_dict(state, strict=True)
     except RuntimeError as e:
         first = str(e).splitlines()
-        raise WeightsError(f"{path}: weights do not fit the {meta.arch.backbone} DeepLabV3 they describe ({' '.join(first[:2])})") from e
+        raise WeightsError(
+            f"{path}: weights do not fit the {meta.arch.backbone} DeepLabV3 they describe ({' '.join(first[:2])})"
+        ) from e
     return LoadedModel(network.eval(), meta)
 
 
@@ -339,11 +352,11 @@ def load_model(spec: str | os.PathLike[str], *, class_names: list[str] | None = 
     if text in REGISTRY:
         loaded = load_registry_model(text)
         if class_names is not None:
-            raise WeightsError(f"{text} predicts torchvision's 21 VOC classes; --classes applies to state-dict files only")
+            raise WeightsError(
+                f"{text} predicts torchvision's 21 VOC classes; --classes applies to state-dict files only"
+            )
         return loaded
     path = Path(text).expanduser()
     if path.exists():
         return load_checkpoint(path, class_names=class_names)
-    raise WeightsError(
-        f"{text!r} is neither a model name ({', '.join(REGISTRY)}) nor an existing checkpoint file"
-    )
+    raise WeightsError(f"{text!r} is neither a model name ({', '.join(REGISTRY)}) nor an existing checkpoint file")

@@ -75,7 +75,9 @@ def coffee(rgb: np.ndarray) -> np.ndarray:
     r, g, b = _channels(rgb)
     h, w = r.shape
     red = (r > 90) & (r > 1.8 * g) & (r > 1.6 * b)
-    white = (np.minimum(np.minimum(r, g), b) > 170) & (np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b) < 45)
+    white = (np.minimum(np.minimum(r, g), b) > 170) & (
+        np.maximum(np.maximum(r, g), b) - np.minimum(np.minimum(r, g), b) < 45
+    )
     near = _ellipse((h, w), 300, 200, 230, 200)
     out = np.full((h, w), BG, np.uint8)
     out[(red | white) & near] = CUP

@@ -76,7 +76,7 @@ def main() -> int:
     return 0
 
 
-def model_shots(app, win, shot) -> None:  # noqa: ANN001
+def model_shots(app, win, shot) -> None:
     """Fine-tune a small model on the sample masks (no download needed), then pre-label with it
     and show the model panel with the low-confidence overlay."""
     import time
@@ -88,13 +88,20 @@ def model_shots(app, win, shot) -> None:  # noqa: ANN001
     proj = win.project
     for rec in proj.images():
         proj.set_status(rec.id, "reviewed")
-    win._fill_image_list()  # noqa: SLF001
+    win._fill_image_list()
     dlg = FinetuneDialog(proj, win)
     dlg.show()
     done: list[bool] = []
     dlg.runFinished.connect(lambda: done.append(True))
-    dlg.start(base="scratch", minutes=float(os.environ.get("ATROUS_SHOT_MINUTES", "1.5")), crop=256, batch_size=4,
-              input_size=256, device="cpu", evals=4)
+    dlg.start(
+        base="scratch",
+        minutes=float(os.environ.get("ATROUS_SHOT_MINUTES", "1.5")),
+        crop=256,
+        batch_size=4,
+        input_size=256,
+        device="cpu",
+        evals=4,
+    )
     t0 = time.monotonic()
     while not done and time.monotonic() - t0 < 900:
         app.processEvents()
@@ -108,9 +115,9 @@ def model_shots(app, win, shot) -> None:  # noqa: ANN001
     if version is None:
         print("fine-tuning saved no version; skipping the pre-label screenshot")
         return
-    win._fill_models()  # noqa: SLF001
+    win._fill_models()
     mv = next(m for m in proj.model_versions() if m.id == version)
-    win.model_panel.select_spec(win._version_path(mv.checkpoint_path))  # noqa: SLF001
+    win.model_panel.select_spec(win._version_path(mv.checkpoint_path))
     win.model_panel.device_combo.setCurrentIndex(win.model_panel.device_combo.findData("cpu"))
     win.show_image(proj.images()[1].id)
     finished: list[bool] = []

@@ -26,7 +26,9 @@ def png_bomb(path: Path, width: int = 40000, height: int = 40000) -> None:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b"")
+    )
 
 
 def truncated(path: Path, fmt: str) -> None:
@@ -64,8 +66,16 @@ def make_awkward_folder(folder: Path) -> dict[str, str]:
     Image.fromarray(np.dstack([photo(seed=4), np.full((48, 64), 128, np.uint8)])).save(folder / "rgba.png")
     exif_rotated_jpeg(folder / "rotated.jpg")
     return {
-        "good.png": "ok", "good.jpg": "ok", "sixteen.png": "ok", "cmyk.jpg": "ok", "palette.png": "ok",
-        "rgba.png": "ok", "rotated.jpg": "ok",
-        "notes.png": "not an image", "empty.jpg": "empty", "cut.png": "truncated", "cut.jpg": "truncated",
+        "good.png": "ok",
+        "good.jpg": "ok",
+        "sixteen.png": "ok",
+        "cmyk.jpg": "ok",
+        "palette.png": "ok",
+        "rgba.png": "ok",
+        "rotated.jpg": "ok",
+        "notes.png": "not an image",
+        "empty.jpg": "empty",
+        "cut.png": "truncated",
+        "cut.jpg": "truncated",
         "bomb.png": "too large",
     }

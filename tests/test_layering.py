@@ -1,4 +1,10 @@
-"""The module map's arrows, checked mechanically: annotation -> no torch, no Qt; model -> no Qt."""
+"""The module map's arrows at import time: annotation -> no torch, no Qt; model -> no Qt; gui -> no torch.
+
+`lint-imports` (pyproject.toml) checks the static imports. This file checks what
+importing each module really loads, which import-linter cannot: gui may use the
+network only from inside functions, so importing any gui module, even through
+model/, must load no torch (the app's first window waits for nothing heavy).
+"""
 
 from __future__ import annotations
 
@@ -36,6 +42,7 @@ print(len(names) + 1)
     [
         ("annotation", "torch,torchvision,PySide6,shiboken6,PyQt5,PyQt6"),
         ("model", "PySide6,shiboken6,PyQt5,PyQt6,gui"),
+        ("gui", "torch,torchvision"),
     ],
 )
 def test_package_never_imports_forbidden_layers(package: str, forbidden: str) -> None:

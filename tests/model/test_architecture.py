@@ -58,7 +58,7 @@ def test_no_deprecated_upsample() -> None:
 
 def test_builder_is_keyword_only_and_validates() -> None:
     with pytest.raises(TypeError):
-        build_deeplabv3("resnet50", 3)  # type: ignore[misc]
+        build_deeplabv3("resnet50", 3)
     with pytest.raises(ValueError, match="backbone"):
         build_deeplabv3(backbone="vgg16", num_classes=3)
     with pytest.raises(ValueError, match="output_stride"):
@@ -93,7 +93,9 @@ def test_torchvision_state_dict_loads_strictly_and_outputs_match(tv_builder, bac
     torch.manual_seed(1)
     tv = tv_builder(weights=None, weights_backbone=None, num_classes=21, aux_loss=True).eval()
     randomize_bn(tv)
-    ours = build_deeplabv3(backbone=backbone, num_classes=21, output_stride=stride, atrous_rates=(12, 24, 36), aux_loss=True)
+    ours = build_deeplabv3(
+        backbone=backbone, num_classes=21, output_stride=stride, atrous_rates=(12, 24, 36), aux_loss=True
+    )
     result = ours.load_state_dict(tv.state_dict(), strict=True)
     assert not result.missing_keys and not result.unexpected_keys
     ours.eval()
@@ -106,7 +108,9 @@ def test_torchvision_state_dict_loads_strictly_and_outputs_match(tv_builder, bac
 
 def test_resnet101_state_dict_loads_strictly() -> None:
     tv = tvseg.deeplabv3_resnet101(weights=None, weights_backbone=None, num_classes=21, aux_loss=True)
-    ours = build_deeplabv3(backbone="resnet101", num_classes=21, output_stride=8, atrous_rates=(12, 24, 36), aux_loss=True)
+    ours = build_deeplabv3(
+        backbone="resnet101", num_classes=21, output_stride=8, atrous_rates=(12, 24, 36), aux_loss=True
+    )
     assert ours.load_state_dict(tv.state_dict(), strict=True).missing_keys == []
 
 
@@ -137,8 +141,12 @@ def test_atrous_conv_skipping_padding_taps_is_exact(rate: int, size: tuple[int, 
     assert torch.allclose(ours.weight.grad, plain.weight.grad, atol=1e-4, rtol=0)
 
 
-@pytest.mark.parametrize(("rate", "size", "by_taps"), [(12, (20, 20), True), (12, (23, 30), True), (6, (8, 13), True), (2, (20, 20), False)])
-def test_atrous_conv_weight_gradient_by_taps_is_exact(rate: int, size: tuple[int, int], by_taps: bool, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    ("rate", "size", "by_taps"), [(12, (20, 20), True), (12, (23, 30), True), (6, (8, 13), True), (2, (20, 20), False)]
+)
+def test_atrous_conv_weight_gradient_by_taps_is_exact(
+    rate: int, size: tuple[int, int], by_taps: bool, monkeypatch
+) -> None:
     # Training on the CPU with a rate a little shorter than the map: the weight gradient is one
     # matrix product per tap over the part of the map it reads. Values and both gradients must be
     # the dense conv's.
