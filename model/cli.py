@@ -1,4 +1,4 @@
-"""Headless model commands: ``prelabel``, ``models``, ``activate``, ``finetune``, ``evaluate`` (see README).
+"""Headless model commands: ``prelabel``, ``models``, ``activate``, ``finetune``, ``evaluate`` (see docs/cli.md).
 
 torch is imported only when a command runs, so ``atrous --help`` stays fast.
 """

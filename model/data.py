@@ -45,8 +45,8 @@ def image_mean_std(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     :data:`MIN_IMAGE_STD`. Why per image: a model trained from scratch for a few
     hundred steps learns the brightness of the scenes it saw, and a darker scene
     (CamVid's dusk frames) then looks like nothing it knows; removing each
-    image's own mean and contrast takes that difference away (figures in the
-    README, "Fine-tuning on your corrections").
+    image's own mean and contrast takes that difference away (figures in
+    docs/finetuning.md).
     """
     std, mean = torch.std_mean(images.float(), dim=(-2, -1), keepdim=True)
     return mean / 255.0, (std / 255.0).clamp_min(MIN_IMAGE_STD)

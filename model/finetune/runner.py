@@ -29,7 +29,7 @@ def finetune(
 
     Args:
         project_or_config: a :class:`FinetuneConfig`, an open :class:`Project`, or a project path.
-        on_progress: called with a dict (see README, "Fine-tuning"): ``phase`` ("load", "train",
+        on_progress: called with a dict (see docs/finetuning.md): ``phase`` ("load", "train",
             "warmup", "eval", "epoch", "bn", "save", "done"). "load": ``images``, ``train``, ``val``, ``base``,
             ``heads``. "train" (every step): ``epoch``, ``epochs`` (None with minutes), ``iteration``,
             ``iterations`` (None with minutes), ``fraction`` (0..1 of the budget), ``loss``, ``lr``,
