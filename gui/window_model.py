@@ -104,9 +104,7 @@ class ModelMixin:
             return
         from model.versions import version_choices
 
-        versions = [
-            (ref.version_id, ref.label.split(" ", 1)[-1], ref.spec, ok) for ref, ok in version_choices(self.project)
-        ]
+        versions = version_choices(self.project)
         active = self.project.active_model_version
         files = []
         remembered = str(settings().value("model/spec", "") or "")
@@ -119,10 +117,9 @@ class ModelMixin:
     def _version_path(self, stored: str) -> str:
         """What to load for a version's stored checkpoint path (a registry name stays a name)."""
         assert self.project is not None
-        from annotation.project import ModelVersion
         from model.versions import version_spec
 
-        return version_spec(self.project.root, ModelVersion(0, "", stored, {}, 0.0))
+        return version_spec(self.project.root, stored)
 
     def browse_checkpoint(self) -> None:
         path = dialogs.open_file(self, "Choose a model checkpoint", "PyTorch checkpoints (*.pt *.pth);;All files (*)")

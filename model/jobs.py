@@ -12,6 +12,7 @@ Importing this module does not import torch; the predictor passed in does.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -175,17 +176,11 @@ def _record(
     labels = np.ascontiguousarray(pred.labels, dtype=np.uint8)
     conf = np.ascontiguousarray(pred.confidence, dtype=np.uint8)
     mean = float(pred.mean_confidence)
-    lock = claims.lock if claims is not None else None
-    if lock is not None:
-        lock.acquire()
-    try:
+    with claims.lock if claims is not None else contextlib.nullcontext():
         if claims is not None and claims.is_claimed(rec.id):
             return PrelabelOutcome(rec.id, rec.name, labels, conf, mean, False, version_id)
         if not record_prelabel(project, rec.id, labels, conf, mean, version_id, overwrite_edited=overwrite):
             return None
-    finally:
-        if lock is not None:
-            lock.release()
     return PrelabelOutcome(rec.id, rec.name, labels, conf, mean, True, version_id)
 
 

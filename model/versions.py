@@ -53,11 +53,11 @@ def parse_version_id(text: str) -> int | None:
     return int(key) if key.isdigit() else None
 
 
-def version_spec(root: str | os.PathLike[str], mv: ModelVersion) -> str:
-    """What to load for a recorded version: a registry name stays a name; a path is made absolute."""
-    if mv.checkpoint_path in REGISTRY_NAMES:
-        return mv.checkpoint_path
-    return str(stored_model_path(root, mv.checkpoint_path))
+def version_spec(root: str | os.PathLike[str], stored: str) -> str:
+    """What to load for a version's recorded checkpoint: a registry name stays a name; a path is made absolute."""
+    if stored in REGISTRY_NAMES:
+        return stored
+    return str(stored_model_path(root, stored))
 
 
 def version_label(mv: ModelVersion) -> str:
@@ -67,7 +67,7 @@ def version_label(mv: ModelVersion) -> str:
 
 def version_ref(project: Project, mv: ModelVersion, *, check: bool = True) -> ModelRef:
     """The reference of a recorded version; with ``check`` a deleted checkpoint is a clear error."""
-    spec = version_spec(project.root, mv)
+    spec = version_spec(project.root, mv.checkpoint_path)
     if check and spec not in REGISTRY_NAMES and not Path(spec).is_file():
         raise ModelChoiceError(
             f"model version v{mv.id} ({mv.name}): its checkpoint {spec} is missing (moved or deleted); "
@@ -86,7 +86,7 @@ def _same_file(a: str, b: str) -> bool:
 def find_version(project: Project, spec: str) -> ModelVersion | None:
     """The recorded version whose checkpoint (or registry name) is ``spec``, if any."""
     for mv in project.model_versions():
-        stored = version_spec(project.root, mv)
+        stored = version_spec(project.root, mv.checkpoint_path)
         if stored == spec or (spec not in REGISTRY_NAMES and _same_file(stored, spec)):
             return mv
     return None
@@ -147,13 +147,12 @@ def ensure_version(project: Project, ref: ModelRef, name: str = "") -> int:
     return project.add_model_version(name or Path(ref.spec).stem, stored, {"external": True})
 
 
-def version_choices(project: Project) -> list[tuple[ModelRef, bool]]:
-    """Every recorded version as (reference, checkpoint available), oldest first, for a model menu."""
+def version_choices(project: Project) -> list[tuple[int, str, str, bool]]:
+    """Every recorded version as (id, name, spec to load, checkpoint available), oldest first, for a model menu."""
     out = []
     for mv in project.model_versions():
-        ref = version_ref(project, mv, check=False)
-        ok = ref.spec in REGISTRY_NAMES or Path(ref.spec).is_file()
-        out.append((ref, ok))
+        spec = version_spec(project.root, mv.checkpoint_path)
+        out.append((mv.id, mv.name, spec, spec in REGISTRY_NAMES or Path(spec).is_file()))
     return out
 
 

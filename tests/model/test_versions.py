@@ -74,8 +74,8 @@ def test_registry_version_stays_a_name_in_the_app_and_fails_offline_with_a_reaso
     ref = resolve(project, REGISTRY_NAMES[0])
     vid = ensure_version(project, ref, "torchvision")
     assert project.model_versions()[-1].checkpoint_path == REGISTRY_NAMES[0]
-    ((choice, available),) = version_choices(project)
-    assert choice.spec == REGISTRY_NAMES[0] and choice.version_id == vid and available
+    ((choice_id, _, spec, available),) = version_choices(project)
+    assert spec == REGISTRY_NAMES[0] and choice_id == vid and available
     assert resolve(project, f"v{vid}").spec == REGISTRY_NAMES[0]
     from model.versions import load_predictor
     from model.weights import WeightsUnavailableError
@@ -91,8 +91,8 @@ def test_deleted_checkpoint_behind_a_version_is_a_clear_error(project: Project, 
     ckpt.unlink()
     with pytest.raises(ModelChoiceError, match=r"v1 \(gone\): its checkpoint .* is missing"):
         resolve(project, None)
-    ((choice, available),) = version_choices(project)
-    assert not available and choice.version_id == vid
+    ((choice_id, name, _, available),) = version_choices(project)
+    assert not available and choice_id == vid and name == "gone"
     assert main.main(["prelabel", str(project.root), "--device", "cpu"]) == 2
     err = capsys.readouterr().err
     assert "is missing" in err and "activate" in err and "Traceback" not in err
