@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 #: Every subcommand that ``build_parser`` registers. ``main`` decides GUI vs command from
 #: this set alone, so opening the app never imports the command modules and what they
@@ -44,6 +45,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # `atrous` and `atrous PROJECT_OR_FOLDER` open the GUI; anything else is a command
     # (or an option such as --help, which the parser answers).
     if not args_list or (args_list[0] not in COMMANDS and not args_list[0].startswith("-")):
+        refused = _not_a_command(args_list)
+        if refused:
+            print(refused, file=sys.stderr)
+            return 2
         from gui.app import run_gui
 
         return run_gui(args_list[0] if args_list else None)
@@ -51,13 +56,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     from annotation.errors import AtrousError
 
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below, not at exit
+        return code
     except AtrousError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (`atrous info P | head`): not an error of ours. Point stdout at
+        # devnull so the interpreter's final flush does not raise again.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _not_a_command(args: list[str]) -> str:
+    """Why ``args`` cannot open the app ('' when they can): a mistyped command must not start a GUI.
+
+    The app takes at most one argument, an existing project or image folder.
+    """
+    if not args:
+        return ""
+    if len(args) == 1 and Path(args[0]).exists():
+        return ""
+    import difflib
+
+    close = difflib.get_close_matches(args[0], sorted(COMMANDS), n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else f"; commands: {', '.join(sorted(COMMANDS))}"
+    what = "neither a command nor an existing project or image folder" if len(args) == 1 else "not a command"
+    return f"atrous: error: '{args[0]}' is {what}{hint} (see atrous --help)"
 
 
 if __name__ == "__main__":

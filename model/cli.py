@@ -33,6 +33,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--overwrite-edited", action="store_true", help="project mode: also replace edited and reviewed masks"
     )
+    p.add_argument(
+        "--overwrite", action="store_true", help="folder mode: write into a --out folder that already holds files"
+    )
     add_model_arguments(p, default=None)
     p.set_defaults(func=cmd_prelabel)
 
@@ -125,6 +128,7 @@ def _scan(folder: Path) -> list[Path]:
 
 def cmd_prelabel(args: argparse.Namespace) -> int:
     """Pre-label every image in a folder (or a project's new images); 0, or 1 when some images were skipped."""
+    from annotation.atomic import atomic_write_bytes
     from annotation.layout import is_project
     from annotation.masks import make_palette, write_mask_png
 
@@ -133,19 +137,26 @@ def cmd_prelabel(args: argparse.Namespace) -> int:
     if is_project(args.images):
         if args.out is not None:
             raise AtrousError(f"{args.images} is a project: its masks are stored in it, leave out --out")
+        if args.overwrite:
+            raise AtrousError("--overwrite applies to folder mode; in a project use --overwrite-edited")
         return cmd_prelabel_project(args)
     if args.out is None:
         raise AtrousError(f"{args.images}: not a project; give --out MASKS_DIR for the label PNGs of a folder")
     if args.overwrite_edited:
         raise AtrousError("--overwrite-edited applies to projects only")
-    paths = _scan(args.images)
+    from .jobs import check_output_folder, mask_names
+
+    check_output_folder(args.images, args.out, overwrite=args.overwrite)
+    out_inside = args.out.resolve().is_relative_to(args.images.resolve())
+    paths = [p for p in _scan(args.images) if not (out_inside and p.resolve().is_relative_to(args.out.resolve()))]
     if not paths:
         raise AtrousReadError(f"{args.images}: no images found (looked for .jpg .jpeg .png .bmp .tif .tiff .webp)")
+    names = mask_names(paths, args.images)
+    renamed = sum(1 for p in paths if names[p].name != p.with_suffix(".png").name)
     predictor = make_predictor(args)
     meta = predictor.meta
     palette = make_palette(meta.colours)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "labels.txt").write_text("\n".join(meta.class_names) + "\n", encoding="utf-8")
+    atomic_write_bytes(args.out / "labels.txt", ("\n".join(meta.class_names) + "\n").encode("utf-8"))
     print(
         f"pre-labelling {len(paths)} images with {meta.name or args.model} on {predictor.description}", file=sys.stderr
     )
@@ -154,17 +165,18 @@ def cmd_prelabel(args: argparse.Namespace) -> int:
     written = 0
     start = time.perf_counter()
     for path, result in predictor.predict_files(paths):
-        rel = path.relative_to(args.images)
         if isinstance(result, AtrousError):
             failed.append(str(result))
         else:
             try:
-                write_mask_png(args.out / rel.with_suffix(".png"), result.labels, palette)
+                write_mask_png(args.out / names[path], result.labels, palette)
                 written += 1
             except AtrousError as e:
                 failed.append(str(e))
-        bar.update(1, rel.name)
+        bar.update(1, path.name)
     elapsed = time.perf_counter() - start
+    if renamed:
+        print(f"{renamed} image(s) share a file stem with another image; their masks are named <file name>.png")
     print(
         f"pre-labelled {written} of {len(paths)} images in {format_seconds(elapsed)} "
         f"({written / max(elapsed, 1e-9):.2f} img/s, {predictor.description}) -> {args.out}"

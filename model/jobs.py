@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -229,3 +230,28 @@ def evaluate_project(
     finally:
         results.close()
     return EvaluateSummary(cm.compute(list(meta.class_names)), len(records) - len(failed), failed)
+
+
+def check_output_folder(images: Path, out: Path, *, overwrite: bool) -> None:
+    """Refuse a folder-mode ``--out`` that could destroy files: the image folder itself (or a folder
+    above it), or a folder that already holds files, unless ``overwrite``."""
+    src, dst = images.resolve(), out.resolve()
+    if src == dst or src.is_relative_to(dst):
+        raise AtrousError(f"--out {out} holds the images to pre-label; choose a folder outside {images}")
+    if dst.exists() and not dst.is_dir():
+        raise AtrousError(f"--out {out} exists and is not a folder")
+    if dst.is_dir() and any(dst.iterdir()) and not overwrite:
+        raise AtrousError(
+            f"--out {out} already holds files; choose a new or empty folder, or pass --overwrite to replace "
+            "the masks in it"
+        )
+
+
+def mask_names(paths: Sequence[Path], root: Path) -> dict[Path, Path]:
+    """Each image's mask path relative to the output folder: its relative path with ``.png``, or, where two
+    images share a stem (``a.jpg`` and ``a.png``), its whole file name plus ``.png`` so none overwrites another."""
+    plain = {p: p.relative_to(root).with_suffix(".png") for p in paths}
+    counts: dict[Path, int] = {}
+    for name in plain.values():
+        counts[name] = counts.get(name, 0) + 1
+    return {p: (n if counts[n] == 1 else n.with_name(p.name + ".png")) for p, n in plain.items()}

@@ -161,3 +161,28 @@ def test_first_window_imports_no_torch(tiny_project: Path, tmp_path: Path) -> No
     result = _run(FIRST_WINDOW, [str(tiny_project)], tmp_path)
     assert "MainWindow" in result["windows"]
     assert not result["torch"] and not result["torchvision"]
+
+
+def test_a_mistyped_command_is_an_error_not_a_window(capsys: pytest.CaptureFixture[str]) -> None:
+    """`atrous exprot P ...` used to start the GUI (a Qt abort without a display, a hang offscreen)."""
+    assert main.main(["exprot", "proj", "--format", "voc", "out"]) == 2
+    assert "did you mean 'export'" in capsys.readouterr().err
+    assert main.main(["no/such/folder"]) == 2
+    assert "neither a command nor an existing project" in capsys.readouterr().err
+
+
+def test_output_piped_into_a_reader_that_quits_is_not_a_traceback(tmp_path: Path) -> None:
+    """`atrous info P | head -1`: the reader closes the pipe; we stop quietly."""
+    with Project.create(tmp_path / "p"):
+        pass
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone before we write
+    r = subprocess.run(
+        [sys.executable, str(REPO / "main.py"), "info", str(tmp_path / "p")],
+        stdout=write,
+        stderr=subprocess.PIPE,
+        text=True,
+        timeout=120,
+    )
+    os.close(write)
+    assert r.returncode == 0 and "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr

@@ -30,8 +30,11 @@ def test_prelabel_folder_with_awkward_files(tmp_path, checkpoint, capsys) -> Non
     code = main.main(["prelabel", str(images), "--out", str(out), "--model", str(checkpoint), "--device", "cpu"])
     stdout = capsys.readouterr().out
     assert code == 1  # some images were skipped
+    stems = [n.rsplit(".", 1)[0] for n in expected]
     for name, outcome in expected.items():
-        mask = out / (name.rsplit(".", 1)[0] + ".png")
+        stem = name.rsplit(".", 1)[0]
+        # good.png and good.jpg share a stem: each mask is named after its whole file name, none overwrites another
+        mask = out / (name + ".png" if stems.count(stem) > 1 else stem + ".png")
         if outcome == "ok":
             img = Image.open(mask)
             assert img.mode == "P", name
@@ -41,8 +44,8 @@ def test_prelabel_folder_with_awkward_files(tmp_path, checkpoint, capsys) -> Non
             # one line per bad file, naming it and the problem
             lines = [ln for ln in stdout.splitlines() if name in ln]
             assert len(lines) == 1 and outcome in lines[0], (name, stdout)
-    # good.png and good.jpg share a stem: the last one written wins, both were predicted
-    assert (out / "sub" / "good.png").exists()
+    # a same-named image in another folder keeps its plain name there
+    assert (out / "sub" / "good.png").exists() and not (out / "good.png").exists()
     # the EXIF-rotated photo gets a mask in the upright frame
     assert np.asarray(Image.open(out / "rotated.png")).shape == (50, 30)
     assert (out / "labels.txt").read_text().split() == ["c0", "c1", "c2"]
@@ -109,3 +112,29 @@ def test_help_lists_commands(capsys) -> None:
         main.main(["--help"])
     assert info.value.code == 0
     assert "prelabel" in capsys.readouterr().out
+
+
+def test_prelabel_folder_never_writes_over_images_or_files_it_did_not_write(tmp_path, checkpoint, capsys) -> None:
+    """--out equal to the image folder replaced the images with masks; a full --out was overwritten silently."""
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for ext in ("png", "jpg", "bmp"):
+        Image.fromarray(np.full((20, 30, 3), 90, np.uint8)).save(images / f"a.{ext}")
+    before = {p.name: p.read_bytes() for p in images.iterdir()}
+    base = ["prelabel", str(images), "--model", str(checkpoint), "--device", "cpu"]
+    assert main.main([*base, "--out", str(images)]) == 2
+    assert "holds the images" in capsys.readouterr().err
+    assert main.main([*base, "--out", str(tmp_path)]) == 2  # a folder above the images
+    assert {p.name: p.read_bytes() for p in images.iterdir()} == before
+    out = tmp_path / "out"
+    assert main.main([*base, "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["a.bmp.png", "a.jpg.png", "a.png.png", "labels.txt"]
+    capsys.readouterr()
+    assert main.main([*base, "--out", str(out)]) == 2
+    assert "--overwrite" in capsys.readouterr().err
+    assert main.main([*base, "--out", str(out), "--overwrite"]) == 0
+    # an --out inside the image folder is left out of the next run's images
+    inside = images / "masks"
+    assert main.main([*base, "--out", str(inside)]) == 0
+    assert main.main([*base, "--out", str(inside), "--overwrite"]) == 0
+    assert "pre-labelled 3 of 3" in capsys.readouterr().out.splitlines()[-1]
