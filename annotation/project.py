@@ -166,10 +166,20 @@ class Project(ProjectIndexMixin):
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Cursor]:
-        """One write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on any error)."""
+        """One write transaction (BEGIN IMMEDIATE ... COMMIT, rolled back on any error).
+
+        Another program holding the database for writing longer than the connection's busy
+        timeout is one clear :class:`AtrousWriteError`; nothing has been written then.
+        """
         with self._lock:
             cur = self._conn.cursor()
-            cur.execute("BEGIN IMMEDIATE")
+            try:
+                cur.execute("BEGIN IMMEDIATE")
+            except sqlite3.OperationalError as e:
+                raise AtrousWriteError(
+                    f"{self.root / DB_NAME}: the project is busy ({e}): another program is writing to it; "
+                    "try again when it has finished"
+                ) from e
             try:
                 yield cur
             except BaseException:

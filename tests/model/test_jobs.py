@@ -85,3 +85,44 @@ def test_an_image_replaced_on_disk_is_one_failure(tmp_path: Path, predictor) -> 
         assert summary.saved == 2 and len(summary.failed) == 1 and "20x30" in summary.failed[0][1]
         ev = evaluate_project(p, predictor, p.images())
         assert ev.images == 2 and len(ev.failed) == 1 and recs[1].name in ev.failed[0]
+
+
+def test_a_locked_database_leaves_a_reviewed_mask_untouched(tmp_path: Path, predictor) -> None:  # noqa: ANN001
+    """LOCK2: the reviewed mask on disk used to be replaced before the row's commit failed."""
+    import sqlite3
+
+    path, masks = make_tiny_project(tmp_path, n=1, statuses=("reviewed",))
+    holder = sqlite3.connect(path / "atrous.sqlite", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another program holds the write lock
+    try:
+        with Project.open(path) as p:
+            p._conn.execute("PRAGMA busy_timeout=200")  # do not wait the default 30 s in a test
+            rec = p.images()[0]
+            summary = prelabel_project(p, predictor, version_id=None, overwrite_edited=True)
+            assert summary.saved == 0 and len(summary.failed) == 1 and "busy" in summary.failed[0][1]
+            assert not prelabel_path(path, rec.id).exists()  # the kept copy goes with the mask or not at all
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with Project.open(path) as p:
+        rec = p.images()[0]
+        assert rec.status == "reviewed" and np.array_equal(p.read_mask(rec.id), masks[0])
+
+
+def test_a_failed_mask_write_leaves_no_kept_copy(tmp_path: Path, predictor, monkeypatch) -> None:  # noqa: ANN001
+    from annotation import project as project_module
+    from annotation.errors import AtrousWriteError
+
+    path, _ = make_tiny_project(tmp_path, n=2, statuses=("new",))
+
+    def full_disk(*_a, **_k):  # noqa: ANN002, ANN003, ANN202
+        raise AtrousWriteError("Cannot write mask: No space left on device")
+
+    monkeypatch.setattr(project_module, "write_mask_png", full_disk)
+    with Project.open(path) as p:
+        summary = prelabel_project(p, predictor, version_id=None)
+        assert summary.saved == 0 and len(summary.failed) == 2 and "No space left" in summary.failed[0][1]
+        for rec in p.images():
+            assert rec.status == "new" and not prelabel_path(path, rec.id).exists()
+        kept = path / "prelabels"
+        assert not kept.exists() or list(kept.iterdir()) == []  # no copy, and no staged temp file left
