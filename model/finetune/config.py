@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -120,3 +121,9 @@ def _check_config(c: FinetuneConfig) -> None:
         raise FinetuneError(f"correction weight must be >= 1, got {c.correction_weight}")
     if c.normalisation is not None and c.normalisation not in NORMALISATIONS:
         raise FinetuneError(f"unknown normalisation {c.normalisation!r}; use {' or '.join(NORMALISATIONS)}")
+    if c.lr is not None and not (math.isfinite(c.lr) and c.lr > 0):
+        raise FinetuneError(f"learning rate must be a positive number, got {c.lr}")
+    if c.minutes is not None and not math.isfinite(c.minutes):
+        raise FinetuneError(f"minutes must be a finite number, got {c.minutes}")
+    if c.input_size is not None and c.input_size < 32:
+        raise FinetuneError(f"input size must be at least 32 pixels, got {c.input_size}")

@@ -110,6 +110,25 @@ def test_no_edited_images(tmp_path) -> None:
         finetune(path, epochs=1, **FAST)
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ({"lr": float("nan")}, "learning rate must be a positive number"),
+        ({"lr": -1.0}, "learning rate must be a positive number"),
+        ({"minutes": float("inf"), "epochs": None}, "minutes must be a finite number"),
+        ({"input_size": 0}, "input size must be at least 32"),
+    ],
+)
+def test_bad_numbers_are_refused_before_anything_runs(tmp_path, option, message) -> None:
+    """From the hostile-input table: --lr nan was a torch traceback, --input-size 0 trained anyway."""
+    path, _ = make_tiny_project(tmp_path, n=2)
+    settings = {**FAST, "epochs": 1, **option}
+    with pytest.raises(FinetuneError, match=message):
+        finetune(path, **settings)
+    with Project.open(path) as p:
+        assert p.model_versions() == []
+
+
 def test_single_class(tmp_path) -> None:
     path, _ = make_tiny_project(tmp_path, n=3)
     with Project.open(path) as p:
