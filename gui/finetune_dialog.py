@@ -12,6 +12,7 @@ stops it at once, keeping nothing.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -387,6 +388,7 @@ class FinetuneDialog(QDialog):
             return self._n_new
 
     def _on_error(self, message: str) -> None:
+        logging.getLogger("atrous.gui").warning("fine-tune failed: %s", message)
         self.last_error = message
         self.status_label.setText(f"Fine-tuning failed: {message}")
 

@@ -327,6 +327,12 @@ class ModelPanel(QWidget):
         self.progress_label.setText(f"{what}: loading the model…")
         self.error_label.hide()
 
+    def show_not_run(self, text: str) -> None:
+        """A batch that never ran: no progress bar left at 0 of N, just ``text``."""
+        self._ran_batch = False
+        self.progress_bar.hide()
+        self.progress_label.setText(text)
+
     def set_progress(self, done: int, total: int, eta: float) -> None:
         self.progress_bar.setRange(0, total)
         self.progress_bar.setValue(done)

@@ -105,6 +105,7 @@ class PrelabelSummary:
     seconds: float
     description: str
     version_id: int | None = None  # the model version the batch recorded
+    error: str = ""  # why the batch could not run at all (the model did not load, other classes...)
 
 
 # A loaded predictor is kept for the next batch (loading weights costs seconds).
@@ -174,6 +175,7 @@ class PrelabelWorker(QObject):
         t0 = time.monotonic()
         summary = None
         description = ""
+        error = ""
         version_id = job.model.version_id
         self.started.emit(job.request_id, len(job.items))
         try:
@@ -198,7 +200,8 @@ class PrelabelWorker(QObject):
                     check_classes_match(project, predictor.meta)
                     version_id = ensure_version(project, ref, predictor.meta.name)
                 except Exception as e:
-                    self.error.emit(job.request_id, _one_line(e))
+                    error = _one_line(e)
+                    self.error.emit(job.request_id, error)
                     return
 
                 def on_result(out: PrelabelOutcome) -> None:
@@ -233,7 +236,8 @@ class PrelabelWorker(QObject):
             finally:
                 project.close()
         except Exception as e:
-            self.error.emit(job.request_id, _one_line(e))
+            error = _one_line(e)
+            self.error.emit(job.request_id, error)
         finally:
             if summary is None:
                 self.finished.emit(
@@ -249,6 +253,7 @@ class PrelabelWorker(QObject):
                         time.monotonic() - t0,
                         description,
                         version_id,
+                        error,
                     )
                 )
             else:

@@ -11,6 +11,7 @@ inside functions, through ``model``.
 
 from __future__ import annotations
 
+import logging
 from collections import OrderedDict
 from pathlib import Path
 
@@ -33,6 +34,9 @@ from .prelabel import PrelabelController
 from .settings import settings
 from .window_common import ROLE_ID, SORT_UNCERTAIN
 from .workers import ImageCache
+
+# A child of the "atrous" logger, whose file handler writes atrous.log.
+log = logging.getLogger("atrous.gui")
 
 #: Keep this session's confidence maps in memory up to this much.
 CONFIDENCE_CACHE_BYTES = 256 * 1024 * 1024
@@ -212,6 +216,7 @@ class ModelMixin:
         self.model_panel.show_loaded(description, name, note)
 
     def _model_failed(self, message: str) -> None:
+        log.warning("pre-label: the model could not be used: %s", message)
         self.model_panel.show_error(message)
         job = self.prelabel.job
         self.model_panel.progress_label.setText("Nothing was pre-labelled." if job is not None and job.items else "")
@@ -283,7 +288,21 @@ class ModelMixin:
         mp = self.model_panel
         for _id, why in summary.skipped:
             mp.add_problem(f"– {why}")
-        if summary.total:
+        for _id, why in summary.failed:
+            log.warning("pre-label: %s", why)
+        if summary.error and summary.total:
+            # Not "Done: 0 pre-labelled": the batch never ran, and the panel above says why.
+            mp.show_not_run("Nothing was pre-labelled (see the message above).")
+            self.statusBar().showMessage("Pre-labelling did not run: " + summary.error, 8000)
+        elif summary.total:
+            log.info(
+                "pre-label: %d of %d images in %.1f s with model version %s (%s)",
+                summary.saved + summary.handed,
+                summary.total,
+                summary.seconds,
+                summary.version_id,
+                summary.description,
+            )
             parts = [f"{summary.saved + summary.handed} pre-labelled"]
             if summary.skipped:
                 parts.append(f"{len(summary.skipped)} skipped")
@@ -386,6 +405,7 @@ class ModelMixin:
 
     def _finetune_finished(self, version_id: int, activated: bool) -> None:
         """A fine-tune run saved model version ``version_id``: list it, and choose it when it became active."""
+        log.info("fine-tune saved model version v%s (%s)", version_id, "active" if activated else "not activated")
         self._fill_models(keep_choice=not activated)
 
     def ask_stop_finetune(self) -> bool:

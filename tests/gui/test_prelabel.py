@@ -208,14 +208,18 @@ def test_bad_image_is_listed_and_the_batch_goes_on(
     assert any(bad.name in t for t in problems)
 
 
-def test_unloadable_model_shows_its_message(qtbot, window: MainWindow, tmp_path: Path) -> None:
+def test_unloadable_model_shows_its_message(qtbot, window: MainWindow, tmp_path: Path, caplog) -> None:
     missing = tmp_path / "nowhere.pt"
     missing.write_bytes(b"")
     window.model_panel.add_file(str(missing))
-    with qtbot.waitSignal(window.prelabel.finished, timeout=30000):
+    with caplog.at_level("INFO", logger="atrous"), qtbot.waitSignal(window.prelabel.finished, timeout=30000):
         assert window.prelabel_images("current")
     assert window.model_panel.error_label.isVisibleTo(window.model_panel)
     assert "empty" in window.model_panel.error_label.text()
+    # not "Done: 0 pre-labelled" under a 0/1 bar: the batch never ran, and the log says why
+    assert window.model_panel.progress_label.text().startswith("Nothing was pre-labelled")
+    assert not window.model_panel.progress_bar.isVisibleTo(window.model_panel)
+    assert any("could not be used" in r.getMessage() and "empty" in r.getMessage() for r in caplog.records)
     assert window.project.image(window.current_id).status == "prelabeled"  # the fixture's, unchanged
 
 
