@@ -83,11 +83,17 @@ def prelabel_path(project: Project, image_id: int) -> Path:
     return _prelabel_path(project.root, image_id)
 
 
+#: With a working size, the longer side is at most this many times ``input_size``: a 1x5000
+#: strip scaled to a 520-pixel shorter side would be 520x2,600,000 (28 GB of activations).
+MAX_ASPECT = 8
+
+
 def scaled_size(h: int, w: int, input_size: int | None) -> tuple[int, int]:
-    """Shorter side ``input_size`` (aspect kept), the same rule as the Predictor's ``working_size``."""
+    """The size the network sees: shorter side ``input_size``, aspect kept, the longer side at most
+    ``MAX_ASPECT * input_size``; native when None. Training and the Predictor both use this rule."""
     if not input_size:
         return h, w
-    s = input_size / min(h, w)
+    s = min(input_size / min(h, w), MAX_ASPECT * input_size / max(h, w))
     return max(1, round(h * s)), max(1, round(w * s))
 
 

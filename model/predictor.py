@@ -39,7 +39,7 @@ from annotation.errors import AtrousError, ImageReadError
 from annotation.imageio import load_image
 
 from .cpufuse import fused_for_cpu
-from .data import image_mean_std
+from .data import image_mean_std, scaled_size
 from .weights import NORM_IMAGE, LoadedModel
 
 #: Smallest tile tried before giving up on an out-of-memory error.
@@ -211,11 +211,8 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
 
 
 def working_size(h: int, w: int, input_size: int | None) -> tuple[int, int]:
-    """Size the network sees: shorter side ``input_size`` (aspect kept); native when None."""
-    if not input_size:
-        return h, w
-    s = input_size / min(h, w)
-    return max(1, round(h * s)), max(1, round(w * s))
+    """Size the network sees (:func:`model.data.scaled_size`, the rule training uses too)."""
+    return scaled_size(h, w, input_size)
 
 
 def _bilinear_taps(n_out: int, n_in: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -346,3 +346,19 @@ def test_out_of_memory_while_preparing_the_input_splits_the_batch(loaded, monkey
     monkeypatch.setattr(p, "_to_input", always)
     with pytest.raises(PredictionError, match="out of memory preparing one 64x48 image"):
         p.predict(images[0])
+
+
+def test_an_extreme_aspect_ratio_is_capped_not_a_28_gb_allocation() -> None:
+    """#17 I10: a 1x5000 PNG at input size 520 asked for 520x2,600,000 activations."""
+    from model.data import MAX_ASPECT, scaled_size
+
+    assert working_size(360, 480, 520) == (520, 693)  # ordinary images are unchanged
+    h, w = working_size(1, 5000, 520)
+    assert w == MAX_ASPECT * 520 and h == 1
+    assert scaled_size(5000, 3, 520) == working_size(5000, 3, 520)
+    assert working_size(1, 5000, None) == (1, 5000)
+
+
+def test_a_one_pixel_high_strip_is_predicted(loaded) -> None:
+    pred = Predictor(loaded, device="cpu", precision="fp32").predict(np.full((1, 700, 3), 128, np.uint8))
+    assert pred.labels.shape == (1, 700)
