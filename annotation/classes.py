@@ -64,6 +64,8 @@ def validate_classes(classes: Sequence[LabelClass]) -> list[LabelClass]:
             raise AtrousError(f"class index {c.index} is used twice")
         if not c.name or c.name in seen_name:
             raise AtrousError(f"class name {c.name!r} is empty or used twice")
+        if len(c.colour) != 3 or any(not isinstance(v, int) or not 0 <= v <= 255 for v in c.colour):
+            raise AtrousError(f"class {c.name!r}: colour {tuple(c.colour)} is not three values in 0..255")
         seen_idx.add(c.index)
         seen_name.add(c.name)
         n_bg += bool(c.is_background)

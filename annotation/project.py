@@ -48,6 +48,8 @@ from .records import (
     ProjectStats,
 )
 from .records import check_status as _check_status
+from .records import half_made as _half_made
+from .records import remove_db_files as _remove_db
 
 #: Names other modules import from here (the project is where people look for them).
 __all__ = [
@@ -80,10 +82,17 @@ class Project(ProjectIndexMixin):
 
     @classmethod
     def create(cls, path: str | os.PathLike[str], classes: Sequence[LabelClass] | None = None) -> Project:
-        """Create a new project folder (it may exist but must not hold a project)."""
+        """Create a new project folder (it may exist but must not hold a project).
+
+        A database left half-made by a create that failed or was killed (no schema yet) is
+        replaced, so the retry works; anything that failed here removes what it made.
+        """
         root = Path(path)
-        if (root / DB_NAME).exists():
-            raise AtrousWriteError(f"{root}: a project already exists here")
+        db = root / DB_NAME
+        if db.exists():
+            if not _half_made(db):
+                raise AtrousWriteError(f"{root}: a project already exists here")
+            _remove_db(db)
         if root.exists() and not root.is_dir():
             raise AtrousWriteError(f"{root}: exists and is not a folder")
         classes = validate_classes(list(classes or []))
@@ -102,9 +111,12 @@ class Project(ProjectIndexMixin):
                     "INSERT INTO classes VALUES (?,?,?,?,?,?)",
                     [(c.index, c.name, *c.colour, int(c.is_background)) for c in classes],
                 )
-        except sqlite3.Error as e:
+        except BaseException as e:
             proj.close()
-            raise AtrousWriteError(f"Cannot create project database {root / DB_NAME}: {e}") from e
+            _remove_db(db)
+            if isinstance(e, sqlite3.Error):
+                raise AtrousWriteError(f"Cannot create project database {db}: {e}") from e
+            raise
         return proj
 
     @classmethod

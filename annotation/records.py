@@ -6,6 +6,7 @@ reads and writes them.
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -135,3 +136,22 @@ class ProjectStats:
 def check_status(status: str) -> None:
     if status not in STATUSES:
         raise AtrousError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
+
+
+def half_made(db: Path) -> bool:
+    """True for a database file without a project schema (a create that failed or was killed)."""
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return True
+    return row is None
+
+
+def remove_db_files(db: Path) -> None:
+    """Remove a project database and the files SQLite keeps beside it."""
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)

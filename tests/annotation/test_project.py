@@ -14,7 +14,7 @@ from PIL import Image
 
 from annotation.errors import AtrousError, AtrousReadError, AtrousWriteError
 from annotation.masks import read_mask_png
-from annotation.project import DB_NAME, LabelClass, Project
+from annotation.project import DB_NAME, LabelClass, Project, validate_classes
 
 from ..badfiles import exif_rotated_jpeg, make_awkward_folder, photo
 
@@ -217,3 +217,29 @@ def test_threads_can_share_one_project(tmp_path: Path) -> None:
             t.join()
         assert not errors
         assert all(p.image(i).changed_pixels == 5 for i in ids)
+
+
+def test_a_half_made_project_does_not_block_the_retry(tmp_path: Path) -> None:
+    """#17 item 12: a failed or killed `new` left a 0-byte atrous.sqlite and 'a project already exists here'."""
+    root = tmp_path / "p"
+    root.mkdir()
+    (root / "atrous.sqlite").write_bytes(b"")  # what a create killed before its schema leaves
+    with Project.create(root, [LabelClass(0, "bg", (0, 0, 0), True)]) as p:
+        assert [c.name for c in p.classes()] == ["bg"]
+    with pytest.raises(AtrousWriteError, match="a project already exists here"):
+        Project.create(root)
+
+
+def test_a_create_that_fails_removes_its_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import annotation.project as project_module
+
+    monkeypatch.setattr(project_module, "_SCHEMA", "CREATE TABLE broken (")  # the schema step fails
+    with pytest.raises(AtrousWriteError, match="Cannot create project database"):
+        Project.create(tmp_path / "p")
+    assert not (tmp_path / "p" / "atrous.sqlite").exists()
+
+
+def test_class_colours_must_be_bytes() -> None:
+    """#17: a colour 999 was accepted by `new`, and every later import crashed on it."""
+    with pytest.raises(AtrousError, match=r"colour \(999, 0, 0\) is not three values in 0..255"):
+        validate_classes([LabelClass(0, "x", (999, 0, 0))])
