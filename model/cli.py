@@ -132,7 +132,7 @@ def cmd_prelabel(args: argparse.Namespace) -> int:
     from annotation.layout import is_project
     from annotation.masks import make_palette, write_mask_png
 
-    from .progress import ProgressBar, format_seconds
+    from .progress import ProgressBar, format_seconds, stop_on_first_sigint
 
     if is_project(args.images):
         if args.out is not None:
@@ -164,16 +164,23 @@ def cmd_prelabel(args: argparse.Namespace) -> int:
     failed: list[str] = []
     written = 0
     start = time.perf_counter()
-    for path, result in predictor.predict_files(paths):
-        if isinstance(result, AtrousError):
-            failed.append(str(result))
-        else:
-            try:
-                write_mask_png(args.out / names[path], result.labels, palette)
-                written += 1
-            except AtrousError as e:
-                failed.append(str(e))
-        bar.update(1, path.name)
+    done = 0
+    results = predictor.predict_files(paths)
+    with stop_on_first_sigint(STOP_MESSAGE) as should_stop:
+        for path, result in results:
+            if isinstance(result, AtrousError):
+                failed.append(str(result))
+            else:
+                try:
+                    write_mask_png(args.out / names[path], result.labels, palette)
+                    written += 1
+                except AtrousError as e:
+                    failed.append(str(e))
+            done += 1
+            bar.update(1, path.name)
+            if should_stop():
+                break
+    results.close()
     elapsed = time.perf_counter() - start
     if renamed:
         print(f"{renamed} image(s) share a file stem with another image; their masks are named <file name>.png")
@@ -181,7 +188,14 @@ def cmd_prelabel(args: argparse.Namespace) -> int:
         f"pre-labelled {written} of {len(paths)} images in {format_seconds(elapsed)} "
         f"({written / max(elapsed, 1e-9):.2f} img/s, {predictor.description}) -> {args.out}"
     )
+    if done < len(paths):
+        print(f"stopped by Ctrl-C after {done} of {len(paths)} images; the masks written so far are complete")
+        return 130
     return _report_skipped(failed)
+
+
+#: What the first Ctrl-C of a pre-label run prints; the run stops after the image in hand.
+STOP_MESSAGE = "\nstopping after this image (Ctrl-C again to stop at once)"
 
 
 def _report_skipped(failed: list[str]) -> int:
@@ -272,7 +286,7 @@ def cmd_prelabel_project(args: argparse.Namespace) -> int:
     from annotation.project import Project
 
     from .jobs import prelabel_project
-    from .progress import ProgressBar, format_seconds
+    from .progress import ProgressBar, format_seconds, stop_on_first_sigint
     from .versions import check_classes_match, ensure_version, resolve
 
     with Project.open(args.images) as project:
@@ -292,9 +306,15 @@ def cmd_prelabel_project(args: argparse.Namespace) -> int:
             f"pre-labelling {args.images} with v{version_id} ({predictor.meta.name}) on {predictor.description}",
             file=sys.stderr,
         )
-        summary = prelabel_project(
-            project, predictor, version_id=version_id, overwrite_edited=args.overwrite_edited, on_progress=on_progress
-        )
+        with stop_on_first_sigint(STOP_MESSAGE) as should_stop:
+            summary = prelabel_project(
+                project,
+                predictor,
+                version_id=version_id,
+                overwrite_edited=args.overwrite_edited,
+                on_progress=on_progress,
+                should_stop=should_stop,
+            )
     print(
         f"pre-labelled {summary.written} of {summary.total} images in {format_seconds(summary.seconds)} "
         f"with model version v{version_id}"
@@ -304,6 +324,9 @@ def cmd_prelabel_project(args: argparse.Namespace) -> int:
             else ""
         )
     )
+    if summary.cancelled:
+        print(f"stopped by Ctrl-C after {summary.done} of {summary.total}; run the same command again to do the rest")
+        return 130
     return _report_skipped([why for _, why in summary.failed + summary.skipped])
 
 
@@ -368,12 +391,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
     """
     import contextlib
     import os
-    import signal
-    import threading
 
     from .finetune import FinetuneConfig, _dist_info, finetune
     from .metrics import SegMetrics, format_metrics
-    from .progress import JsonLines, ProgressBar, format_seconds
+    from .progress import JsonLines, ProgressBar, format_seconds, stop_on_first_sigint
 
     rank = _dist_info()[0]
     # Only rank 0 reports, so that under torchrun the lines of several processes never interleave.
@@ -426,17 +447,10 @@ def cmd_finetune(args: argparse.Namespace) -> int:
 
     # The first Ctrl-C (the app's cancel sends SIGINT too) stops training like the old in-app cancel button:
     # the best checkpoint so far is kept, not activated; a second one interrupts at once.
-    stop = {"flag": False}
-    previous = None
-
-    def on_sigint(signum, frame) -> None:
-        if stop["flag"]:
-            raise KeyboardInterrupt
-        stop["flag"] = True
-        print("\nstopping after this step (Ctrl-C again to abort without saving)", file=sys.stderr)
+    stopping = stop_on_first_sigint("\nstopping after this step (Ctrl-C again to abort without saving)")
 
     def run() -> int:
-        result = finetune(config, on_progress=on_progress, should_stop=lambda: stop["flag"])
+        result = finetune(config, on_progress=on_progress, should_stop=should_stop)
         if rank != 0:
             return 0
         print()
@@ -470,9 +484,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         print(f"saved {os.fspath(result.checkpoint_path)}")
         return 0
 
-    if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGINT, on_sigint)
-    try:
+    with stopping as should_stop:
         if lines is None:
             return run()
         # stdout belongs to the JSON lines: anything printed for people (here or deeper down) goes to stderr.
@@ -486,9 +498,6 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             except KeyboardInterrupt:
                 lines.write({"phase": "error", "message": "interrupted; nothing was saved"})
                 raise
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
 
 
 def main_finetune(argv: list[str]) -> int:

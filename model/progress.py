@@ -7,12 +7,15 @@ reads from the child process it starts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any, TextIO
 
 
@@ -95,3 +98,28 @@ class JsonLines:
         """Write ``record`` (made :func:`json_safe`) as one line."""
         self.stream.write(json.dumps(json_safe(record), allow_nan=False, separators=(",", ":")) + "\n")
         self.stream.flush()
+
+
+@contextlib.contextmanager
+def stop_on_first_sigint(message: str) -> Iterator[Callable[[], bool]]:
+    """Within the block, the first Ctrl-C only asks the work to stop: the yielded ``should_stop()``
+    turns True and ``message`` is printed; a second Ctrl-C interrupts at once (KeyboardInterrupt).
+
+    Outside the main thread (where Python cannot install a handler) nothing changes.
+    """
+    stop = threading.Event()
+
+    def on_sigint(signum: int, frame: object) -> None:
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        print(message, file=sys.stderr)
+
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield stop.is_set
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)

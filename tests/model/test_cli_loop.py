@@ -151,3 +151,44 @@ def test_finetune_batch_size_help_names_the_real_defaults() -> None:
     action = next(a for a in p._actions if "--batch-size" in a.option_strings)
     assert action.default is None  # left open, so finetune picks by device
     assert f"{DEFAULT_BATCH['cpu']} on the CPU, {DEFAULT_BATCH['gpu']} on a GPU" in action.help
+
+
+def test_first_ctrl_c_asks_to_stop_and_a_second_interrupts() -> None:
+    import os
+    import signal
+
+    from model.progress import stop_on_first_sigint
+
+    with stop_on_first_sigint("stopping") as should_stop:
+        assert not should_stop()
+        os.kill(os.getpid(), signal.SIGINT)
+        assert should_stop()
+        with pytest.raises(KeyboardInterrupt):
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_ctrl_c_during_prelabel_prints_the_summary(tmp_path, tiny_ckpt, capsys, monkeypatch) -> None:
+    """#17 item 15: Ctrl-C printed only 'interrupted'."""
+    import contextlib
+
+    import model.progress
+
+    calls = {"n": 0}
+
+    @contextlib.contextmanager
+    def ctrl_c_after_two_images(message):
+        def should_stop() -> bool:
+            calls["n"] += 1
+            return calls["n"] > 2
+
+        yield should_stop
+
+    monkeypatch.setattr(model.progress, "stop_on_first_sigint", ctrl_c_after_two_images)
+    path, _ = make_tiny_project(tmp_path, n=4, statuses=("new",))
+    code = main.main(["prelabel", str(path), "--model", str(tiny_ckpt), "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 130
+    assert "pre-labelled 2 of 4 images" in out and "stopped by Ctrl-C after 2 of 4" in out
+    with Project.open(path) as p:
+        assert sorted(r.status for r in p.images()) == ["new", "new", "prelabeled", "prelabeled"]
