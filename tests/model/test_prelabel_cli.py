@@ -138,3 +138,16 @@ def test_prelabel_folder_never_writes_over_images_or_files_it_did_not_write(tmp_
     assert main.main([*base, "--out", str(inside)]) == 0
     assert main.main([*base, "--out", str(inside), "--overwrite"]) == 0
     assert "pre-labelled 3 of 3" in capsys.readouterr().out.splitlines()[-1]
+
+
+@pytest.mark.parametrize("size", ["0", "-1"])
+def test_prelabel_batch_size_below_one_is_refused(tmp_path, checkpoint, capsys, size) -> None:
+    """#17: --batch-size 0 or -1 silently became 1."""
+    images = tmp_path / "imgs"
+    images.mkdir()
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(images / "a.png")
+    code = main.main(
+        ["prelabel", str(images), "--out", str(tmp_path / "o"), "--model", str(checkpoint), "--batch-size", size]
+    )
+    assert code == 2 and f"batch size must be at least 1, got {size}" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
