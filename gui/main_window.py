@@ -21,7 +21,7 @@ from collections import OrderedDict
 import numpy as np
 from PySide6.QtCore import QByteArray, QTimer
 from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QLabel, QMainWindow, QSpinBox
+from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QLabel, QListWidgetItem, QMainWindow, QSpinBox
 
 from annotation.editing import VOID
 from annotation.errors import AtrousError
@@ -68,6 +68,7 @@ class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, QMainWin
         self.autosave_timer.timeout.connect(self._autosave)
         self.last_save_error: str | None = None
         self._records: dict[int, ImageRecord] = {}
+        self._items: dict[int, QListWidgetItem] = {}  # the image list's item of each image id
         self._classes: list[LabelClass] = []
         self._cursor = (-1, -1)
         self.prelabel = PrelabelController(self)

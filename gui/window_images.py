@@ -38,6 +38,7 @@ class ImagesMixin:
     current_id: int | None
     mean_confidence: dict[int, float]
     _records: dict[int, ImageRecord]
+    _items: dict[int, QListWidgetItem]
 
     def _build_image_dock(self) -> None:
         dock = QDockWidget("Images", self)
@@ -87,9 +88,11 @@ class ImagesMixin:
         self._records = {r.id: r for r in recs}
         self.image_list.blockSignals(True)
         self.image_list.clear()
+        self._items = {}
         for rec in self._records.values():
             item = QListWidgetItem(rec.name)
             item.setData(ROLE_ID, rec.id)
+            self._items[rec.id] = item
             self._style_item(item, rec)
             self.image_list.addItem(item)
             if rec.id == self.current_id:
@@ -112,11 +115,8 @@ class ImagesMixin:
         item.setText(f"{rec.name}  ·  {STATUS_LABELS.get(rec.status, rec.status)}{conf_text}")
 
     def _item_for(self, image_id: int) -> QListWidgetItem | None:
-        for i in range(self.image_list.count()):
-            item = self.image_list.item(i)
-            if item.data(ROLE_ID) == image_id:
-                return item
-        return None
+        # By id, not by walking the list: a batch refreshes one item per result.
+        return self._items.get(image_id)
 
     def _refresh_record(self, image_id: int) -> None:
         assert self.project is not None
