@@ -28,6 +28,7 @@ from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from annotation.prelabels import PERSON_STATUSES
 from model.jobs import Claims, PrelabelOutcome
+from model.jobs import PrelabelSummary as JobSummary
 from model.versions import REGISTRY_NAMES, ModelRef
 
 __all__ = [
@@ -113,8 +114,8 @@ _predictor_cache: dict[tuple[str, str, float], Any] = {}
 _predictor_lock = threading.Lock()
 
 
-def load_predictor(choice: ModelChoice) -> Any:
-    """A ``model.predictor.Predictor`` for ``choice`` (cached; raises AtrousError subclasses).
+def load_predictor(spec: str, device: str) -> Any:
+    """A ``model.predictor.Predictor`` for ``spec`` on ``device`` (cached; raises AtrousError subclasses).
 
     Loaded by :func:`model.versions.load_predictor`, as the CLI does, so the app
     gets the same batch size and precision as ``prelabel``.
@@ -123,13 +124,13 @@ def load_predictor(choice: ModelChoice) -> Any:
 
     from model.versions import load_predictor as load
 
-    mtime = os.path.getmtime(choice.spec) if os.path.exists(choice.spec) else 0.0
-    key = (choice.spec, choice.device, mtime)
+    mtime = os.path.getmtime(spec) if os.path.exists(spec) else 0.0
+    key = (spec, device, mtime)
     with _predictor_lock:
         hit = _predictor_cache.get(key)
         if hit is not None:
             return hit
-        pred = load(choice.spec, device=choice.device)
+        pred = load(spec, device=device)
         _predictor_cache.clear()
         _predictor_cache[key] = pred
         return pred
@@ -190,7 +191,7 @@ class PrelabelWorker(QObject):
                         ref = ModelRef(job.model.spec, job.model.version_id, job.model.label)
                     else:
                         ref = resolve(project, job.model.spec)
-                    predictor = load_predictor(ModelChoice(ref.spec, job.model.device, ref.version_id, ref.label))
+                    predictor = load_predictor(ref.spec, job.model.device)
                     description = predictor.description
                     self.modelLoaded.emit(
                         job.request_id, description, predictor.meta.name, list(predictor.meta.class_names)
@@ -239,39 +240,24 @@ class PrelabelWorker(QObject):
             error = _one_line(e)
             self.error.emit(job.request_id, error)
         finally:
-            if summary is None:
-                self.finished.emit(
-                    PrelabelSummary(
-                        job.request_id,
-                        len(job.items),
-                        0,
-                        0,
-                        0,
-                        [],
-                        [],
-                        self._cancel.is_set(),
-                        time.monotonic() - t0,
-                        description,
-                        version_id,
-                        error,
-                    )
+            # A batch that never reached the job reports its size with nothing done.
+            done = summary or JobSummary(len(job.items), version_id, cancelled=self._cancel.is_set())
+            self.finished.emit(
+                PrelabelSummary(
+                    job.request_id,
+                    done.total,
+                    done.done,
+                    done.saved,
+                    done.handed,
+                    done.skipped,
+                    done.failed,
+                    done.cancelled,
+                    time.monotonic() - t0,
+                    description,
+                    version_id,
+                    error,
                 )
-            else:
-                self.finished.emit(
-                    PrelabelSummary(
-                        job.request_id,
-                        summary.total,
-                        summary.done,
-                        summary.saved,
-                        summary.handed,
-                        summary.skipped,
-                        summary.failed,
-                        summary.cancelled,
-                        time.monotonic() - t0,
-                        description,
-                        version_id,
-                    )
-                )
+            )
 
 
 def _one_line(e: BaseException) -> str:
