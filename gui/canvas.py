@@ -36,6 +36,7 @@ from PySide6.QtWidgets import QWidget
 from annotation.editing import VOID, Box
 
 from .document import MaskDocumentModel
+from .smart_tools import SmartTools
 from .tools import Tool, ToolSettings
 
 MIN_SCALE = 1 / 64
@@ -124,6 +125,7 @@ class Canvas(QWidget):
         self._conf_image: QImage | None = None
         self.confidence_visible = False
         self.confidence_threshold = 128  # 0..255: pixels below are marked
+        self.smart = SmartTools(self)  # magic wand, superpixel brush, GrabCut
         tools.changed.connect(self._tools_changed)
 
     # ------------------------------------------------------------------ content
@@ -167,6 +169,7 @@ class Canvas(QWidget):
         self._confidence = None
         self._rebuild_confidence()
         self.polygon_points = []
+        self.smart.set_image(rgb)
         if not keep_view or self._fit_pending:
             self.fit()
         self.update()
@@ -408,6 +411,7 @@ class Canvas(QWidget):
             p.drawEllipse(self._mouse, rr, rr)
             p.setPen(QPen(QColor(255, 255, 255), 1))
             p.drawEllipse(self._mouse, rr, rr)
+        self.smart.paint(p)
 
     def _brush_screen_radius(self) -> float:
         return max(self.tools.radius * self.scale, 1.0)
@@ -424,6 +428,7 @@ class Canvas(QWidget):
             self.update()
         else:
             self.update(self._cursor_rect(self._mouse))
+        self.smart.tools_changed()
 
     # ------------------------------------------------------------------ mouse
 
@@ -438,6 +443,8 @@ class Canvas(QWidget):
             self._pan_from = pos
             self._space_used = True
             self.setCursor(Qt.CursorShape.ClosedHandCursor)
+            return
+        if self.smart.press(event):
             return
         if event.button() != Qt.MouseButton.LeftButton or not self._editable():
             return
@@ -478,6 +485,7 @@ class Canvas(QWidget):
                 lx, ly, x, y, self.tools.radius, self.tools.paint_value(), only_over=self.tools.only_over()
             )
             self._last_img = (x, y)
+        self.smart.move(event)
         w, h = self.image_size
         ix, iy = round(x), round(y)
         self.cursorMoved.emit(*((ix, iy) if 0 <= ix < w and 0 <= iy < h else (-1, -1)))
@@ -490,6 +498,8 @@ class Canvas(QWidget):
         if self._pan_from is not None and event.button() in (Qt.MouseButton.MiddleButton, Qt.MouseButton.LeftButton):
             self._pan_from = None
             self.setCursor(Qt.CursorShape.OpenHandCursor if self._space_down else Qt.CursorShape.CrossCursor)
+            return
+        if self.smart.release(event):
             return
         if event.button() == Qt.MouseButton.LeftButton and self._stroking:
             self._end_stroke()
@@ -530,6 +540,7 @@ class Canvas(QWidget):
             self._end_stroke()
         self.polygon_points = []
         self._pan_from = None
+        self.smart.finish()
 
     # ------------------------------------------------------------------ polygon
 
@@ -553,6 +564,8 @@ class Canvas(QWidget):
                 self._space_down = True
                 self._space_used = False
                 self.setCursor(Qt.CursorShape.OpenHandCursor)
+            return
+        if self.smart.key_press(event):
             return
         if key in (Qt.Key.Key_Return, Qt.Key.Key_Enter) and self.polygon_points:
             self.finish_polygon()

@@ -20,6 +20,13 @@ class Tool(str, Enum):
     ERASER = "eraser"
     FILL = "fill"
     POLYGON = "polygon"
+    WAND = "wand"
+    SUPERPIXEL = "superpixel"
+    GRABCUT = "grabcut"
+
+
+#: The superpixel brush's granularities, coarsest first (annotation.smart.GRANULARITIES).
+GRANULARITY_NAMES = ("coarse", "medium", "fine")
 
 
 class ToolSettings(QObject):
@@ -34,7 +41,12 @@ class ToolSettings(QObject):
         self._class = 1
         self._erase_to_void = False
         self._lock: str | int = LOCK_NONE
-        self.background = 0  # the class the eraser paints (set from the project)
+        self._wand_tolerance = 24
+        self._granularity = "medium"
+        self._show_superpixels = False
+        # What the eraser paints: the project's background class, else void; never just index 0
+        # (annotation.class_edits.background_index, set from the project).
+        self.background = VOID
 
     @property
     def tool(self) -> Tool:
@@ -95,6 +107,48 @@ class ToolSettings(QObject):
     def lock(self, value: str | int) -> None:
         if value != self._lock:
             self._lock = value
+            self.changed.emit()
+
+    # ---- smart tools
+
+    @property
+    def wand_tolerance(self) -> int:
+        """How far (0..255 per channel) a colour may differ from the clicked one to join the wand's region."""
+        return self._wand_tolerance
+
+    @wand_tolerance.setter
+    def wand_tolerance(self, value: float) -> None:
+        value = int(min(max(round(value), 0), 255))
+        if value != self._wand_tolerance:
+            self._wand_tolerance = value
+            self.changed.emit()
+
+    @property
+    def granularity(self) -> str:
+        """The superpixel brush's granularity, one of :data:`GRANULARITY_NAMES`."""
+        return self._granularity
+
+    @granularity.setter
+    def granularity(self, value: str) -> None:
+        if value not in GRANULARITY_NAMES:
+            raise ValueError(f"granularity is one of {GRANULARITY_NAMES}, got {value!r}")
+        if value != self._granularity:
+            self._granularity = value
+            self.changed.emit()
+
+    def next_granularity(self) -> None:
+        """coarse -> medium -> fine -> coarse."""
+        i = GRANULARITY_NAMES.index(self._granularity)
+        self.granularity = GRANULARITY_NAMES[(i + 1) % len(GRANULARITY_NAMES)]
+
+    @property
+    def show_superpixels(self) -> bool:
+        return self._show_superpixels
+
+    @show_superpixels.setter
+    def show_superpixels(self, value: bool) -> None:
+        if bool(value) != self._show_superpixels:
+            self._show_superpixels = bool(value)
             self.changed.emit()
 
     # ---- what the tools paint

@@ -18,6 +18,7 @@ H, W = 40, 60
 @pytest.fixture
 def canvas(qtbot):
     tools = ToolSettings()
+    tools.background = 0  # as the window sets it from a project whose class 0 is the background
     c = Canvas(tools)
     qtbot.addWidget(c)
     c.resize(400, 300)
