@@ -95,3 +95,16 @@ def trained_checkpoint(backbone: str, minutes: float = 3.0, crop: int = 320) -> 
     )
     save_checkpoint(path, net.eval(), meta)
     return path
+
+
+def cpu_name() -> str:
+    """The CPU's model name (every figure is reported with it)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()

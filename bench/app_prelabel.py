@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -28,17 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import CACHE, VOID, camvid_classes, camvid_pairs
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from _common import CACHE, VOID, camvid_classes, camvid_pairs, cpu_name
 
 
 def random_checkpoint() -> Path:

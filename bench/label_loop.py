@@ -16,7 +16,11 @@ the 56 train images are the pool, the 18 val images the held-out set (void 11).
   least confident *and* unlike what is already corrected (:func:`novel_first`).
   It spread the dusk frames over the rounds, but in 2 runs it fell every round
   once, like the plain queue, and drew as much, so the app kept the plain queue.
-* Round 0: no model, so every labelled pixel of the first ``--k`` images must be drawn.
+* Round 0: no model, so every labelled pixel of the first ``--k`` images must be drawn;
+  with ``--round0 pixel-classifier`` each of them is instead pre-labelled by the pixel
+  classifier trained on a few strokes drawn on it (the skeleton of every class region,
+  :func:`first_labels_pixclf.stroke_prelabel`) plus the round's images corrected before
+  it; the stroke pixels count as drawn, with the pixels left to fix.
 * Every round: "correct" the next ``--k`` pool images (ground truth saved over the
   pre-label as ``edited``; the pixels that differ are counted), fine-tune the current
   model (the project's active version; a random init in round 0) on all corrected
@@ -29,7 +33,7 @@ sequence (the dusk sequence 0001TP is the hardest; a round the queue fills with 
 costs more), held-out mIoU of the new model, wall time of the round.
 
     .venv/bin/python bench/label_loop.py [--minutes 2] [--k 8] [--correction-weight 1] [--order uncertain|stratified|sorted|shuffled|novel]
-        [--normalisation dataset|image]
+        [--normalisation dataset|image] [--round0 draw|pixel-classifier]
 """
 
 from __future__ import annotations
@@ -134,6 +138,13 @@ def main() -> None:
         "sequences interleaved, by name, a seeded shuffle, or least confident and unlike the corrected ones",
     )
     ap.add_argument("--seed", type=int, default=0, help="seed of the shuffled order")
+    ap.add_argument(
+        "--round0",
+        choices=["draw", "pixel-classifier"],
+        default="draw",
+        help="round 0 (no model yet): draw every pixel (default), or pre-label each image with the pixel "
+        "classifier trained on a few strokes on it and the round's corrected images",
+    )
     args = ap.parse_args()
 
     import torch
@@ -213,11 +224,22 @@ def main() -> None:
             if not batch:
                 break
             pcts = []
+            strokes_of: list[tuple[np.ndarray, np.ndarray]] = []  # round 0 with --round0 pixel-classifier
             for r in batch:
                 g = gt[r.id]
                 labelled = g != 255
                 pre = project.read_mask(r.id)
-                changed = int(labelled.sum()) if pre is None else int(((pre != g) & labelled).sum())
+                drawn = 0
+                if rnd == 0 and args.round0 == "pixel-classifier":
+                    from first_labels_pixclf import stroke_prelabel
+
+                    image = load_image(project.image_path(r))
+                    names = [c.name for c in classes]
+                    pre, strokes = stroke_prelabel(image, g, strokes_of, names, [c.colour for c in classes])
+                    strokes_of.append((image, g))
+                    drawn = int((strokes & labelled).sum())
+                    pre = np.where(strokes, g, pre)
+                changed = int(labelled.sum()) if pre is None else drawn + int(((pre != g) & labelled).sum())
                 pcts.append(100.0 * changed / max(1, int(labelled.sum())))
                 project.save_mask(r.id, g, status="edited", changed_pixels=changed, source="bench")
             fixed_pct.append(float(np.mean(pcts)))

@@ -33,6 +33,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from _common import cpu_name
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Run in the child: the real entry point, stopped once the window is exposed.
@@ -57,18 +59,6 @@ sys.path.insert(0, os.getcwd())
 import main
 sys.exit(main.main([sys.argv[1]]))
 """
-
-
-def cpu_name() -> str:
-    """The CPU model as ``lscpu`` names it, else what the platform module knows."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10, check=False).stdout
-    except (OSError, subprocess.SubprocessError):
-        out = ""
-    for line in out.splitlines():
-        if line.startswith("Model name:"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or platform.machine() or "unknown CPU"
 
 
 def make_project(repo: Path, root: Path) -> Path:

@@ -32,6 +32,11 @@ from .model_worker import ModelChoice, registry_names
 ROLE_CHOICE = Qt.ItemDataRole.UserRole
 #: Combo entry that opens a file dialog.
 BROWSE = "__browse__"
+#: What to do when no model can pre-label (offline and no project version yet).
+NO_MODEL_HINT = (
+    "Until a model can pre-label: use the smart tools (magic wand W, superpixels S, GrabCut G) and "
+    "'Learn from my strokes' now; fine-tune after a few images."
+)
 
 
 def format_eta(seconds: float) -> str:
@@ -59,6 +64,7 @@ class ModelPanel(QWidget):
     checkRequested = Signal()
     browseRequested = Signal()
     finetuneRequested = Signal()
+    learnRequested = Signal()
     confidenceToggled = Signal(bool)
     thresholdChanged = Signal(int)
 
@@ -141,6 +147,7 @@ class ModelPanel(QWidget):
         prow.addWidget(self.cancel_button)
         lay.addLayout(prow)
         self.progress_label = QLabel()
+        self.progress_label.setWordWrap(True)  # "Nothing was pre-labelled (…)" must not widen the dock
         lay.addWidget(self.progress_label)
         self.problem_list = QListWidget()
         self.problem_list.setFocusPolicy(Qt.FocusPolicy.NoFocus)
@@ -179,8 +186,18 @@ class ModelPanel(QWidget):
         self.finetune_button.setToolTip("Train a new model version on the edited and reviewed masks")
         self.finetune_button.clicked.connect(self.finetuneRequested)
         lay.addWidget(self.finetune_button)
+        self.learn_button = QPushButton("Learn from my strokes")
+        self.learn_button.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self.learn_button.setToolTip(
+            "Train a pixel classifier on this image's strokes and the edited/reviewed masks, preview it here "
+            "(only pixels you did not paint change; Ctrl+Z undoes it) and save it as a model version. "
+            "Like ilastik: fill a new image with void first, then paint a few strokes of every class"
+        )
+        self.learn_button.clicked.connect(self.learnRequested)
+        lay.addWidget(self.learn_button)
         lay.addStretch(1)
         self._ran_batch = False
+        self._has_versions = False  # the project has a model version to pre-label with (see explain)
         self.set_running(False)
         self._last_index = 0
 
@@ -200,6 +217,7 @@ class ModelPanel(QWidget):
         project was opened, a fine-tune made a new active version) choose the active version.
         """
         current = self.choice() if keep_choice else None
+        self._has_versions = any(available for *_, available in versions)
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         for vid, name, spec, available in reversed(versions):
@@ -296,20 +314,35 @@ class ModelPanel(QWidget):
         text = f"Using <b>{model_name or 'model'}</b> on <b>{description}</b>"
         self.info_label.setText(text + (f"<br>{note}" if note else ""))
 
-    def show_error(self, message: str) -> None:
-        # The model layer words its advice for the command line; say it the GUI's way here.
+    def explain(self, message: str) -> str:
+        """A model error as this panel says it: the GUI's words for the command line's advice, and,
+        when the project has no model version to fall back on, what to do without a model."""
+        pick = "choose a checkpoint file" + (" or a project model version above" if self._has_versions else "")
         for cli, gui in (
-            ("pass a checkpoint file with --model PATH", "choose a checkpoint file or a project model version above"),
+            ("pass a checkpoint file with --model PATH", pick),
             ("use --device cpu", "choose the cpu device"),
         ):
             message = message.replace(cli, gui)
+        if not self._has_versions:
+            message += "\n\n" + NO_MODEL_HINT
+        return message
+
+    def show_error(self, message: str) -> None:
+        message = self.explain(message)
         self.info_label.setText("Could not load the model:")
         self.error_label.setText(message)
         self.error_label.setToolTip(message)
         self.error_label.show()
 
     def set_running(self, running: bool) -> None:
-        for b in (self.btn_current, self.btn_selected, self.btn_new, self.check_button, self.finetune_button):
+        for b in (
+            self.btn_current,
+            self.btn_selected,
+            self.btn_new,
+            self.check_button,
+            self.finetune_button,
+            self.learn_button,
+        ):
             b.setEnabled(not running)
         self.model_combo.setEnabled(not running)
         self.device_combo.setEnabled(not running)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QObject, QThread, Signal, Slot
+from PySide6.QtCore import QEvent, QObject, QThread, Signal, Slot
 
 from annotation.prelabels import PERSON_STATUSES
 from model.jobs import Claims, PrelabelOutcome
@@ -34,12 +34,16 @@ from model.versions import REGISTRY_NAMES, ModelRef
 __all__ = [
     "PERSON_STATUSES",
     "Claims",
+    "LearnJob",
+    "LearnResult",
+    "LearnWorker",
     "ModelChoice",
     "PrelabelItem",
     "PrelabelJob",
     "PrelabelResult",
     "PrelabelSummary",
     "PrelabelWorker",
+    "StopOnClose",
     "WorkerThread",
     "load_predictor",
     "registry_names",
@@ -77,6 +81,7 @@ class PrelabelJob:
     items: list[PrelabelItem]
     overwrite: bool = False  # also replace masks a person edited or reviewed
     claims: Claims = field(default_factory=Claims)
+    class_map: Any = None  # a model.class_map.ClassMap when the model's classes are not the project's
 
 
 @dataclass(frozen=True)
@@ -107,6 +112,7 @@ class PrelabelSummary:
     description: str
     version_id: int | None = None  # the model version the batch recorded
     error: str = ""  # why the batch could not run at all (the model did not load, other classes...)
+    model_classes: list[str] | None = None  # refused for other classes and no class map: the model's (to map)
 
 
 # A loaded predictor is kept for the next batch (loading weights costs seconds).
@@ -178,9 +184,11 @@ class PrelabelWorker(QObject):
         description = ""
         error = ""
         version_id = job.model.version_id
+        mismatch: list[str] | None = None
         self.started.emit(job.request_id, len(job.items))
         try:
             from annotation.project import Project
+            from model.class_map import ClassMismatchError
             from model.jobs import prelabel_project
             from model.versions import check_classes_match, ensure_version, resolve
 
@@ -198,9 +206,11 @@ class PrelabelWorker(QObject):
                     )
                     if not job.items:
                         return
-                    check_classes_match(project, predictor.meta)
-                    version_id = ensure_version(project, ref, predictor.meta.name)
+                    check_classes_match(project, predictor.meta, job.class_map)
+                    version_id = ensure_version(project, ref, predictor.meta.name, job.class_map)
                 except Exception as e:
+                    if isinstance(e, ClassMismatchError):
+                        mismatch = list(predictor.meta.class_names)
                     error = _one_line(e)
                     self.error.emit(job.request_id, error)
                     return
@@ -233,6 +243,7 @@ class PrelabelWorker(QObject):
                     on_error=lambda image_id, line: self.imageError.emit(job.request_id, image_id, line),
                     on_progress=on_progress,
                     should_stop=self._cancel.is_set,
+                    class_map=job.class_map,
                 )
             finally:
                 project.close()
@@ -256,8 +267,110 @@ class PrelabelWorker(QObject):
                     description,
                     version_id,
                     error,
+                    mismatch,
                 )
             )
+
+
+@dataclass(frozen=True)
+class LearnJob:
+    """Train a pixel classifier on the open image's labels plus the project's person-made masks.
+
+    ``labels``: a copy of the open image's label map with every pixel that is not a label
+    set to void (255); ``image_path``: its file, decoded in the worker.
+    """
+
+    request_id: int
+    project_root: Path
+    image_id: int
+    image_path: Path
+    labels: np.ndarray
+
+
+@dataclass(frozen=True)
+class LearnResult:
+    """The new version and its prediction of the open image."""
+
+    request_id: int
+    image_id: int
+    labels: np.ndarray
+    confidence: np.ndarray
+    mean_confidence: float
+    version_id: int
+    spec: str
+    samples: int
+    seconds: float
+
+
+class LearnWorker(QObject):
+    """Trains, saves and predicts in a worker thread (``model.pixel_classifier``; no torch).
+
+    Signals: result(object LearnResult), error(int request_id, str message), finished(int request_id).
+    Cancelling is checked between the training images and before saving: a cancelled run saves nothing.
+    """
+
+    result = Signal(object)
+    error = Signal(int, str)
+    finished = Signal(int)
+
+    def __init__(self, job: LearnJob) -> None:
+        super().__init__()
+        self.job = job
+        self._cancel = threading.Event()
+
+    def cancel(self) -> None:
+        self._cancel.set()
+
+    @Slot()
+    def run(self) -> None:
+        job = self.job
+        t0 = time.monotonic()
+        try:
+            from annotation.imageio import load_image
+            from annotation.project import Project
+            from model.pixel_classifier import Cancelled
+            from model.pixel_learning import train_for_project
+
+            image = load_image(job.image_path)
+            with Project.open(job.project_root) as project:
+                try:
+                    clf, vid, path = train_for_project(
+                        project, [(job.image_id, image, job.labels)], should_stop=self._cancel.is_set
+                    )
+                except Cancelled:
+                    return
+            labels, conf = clf.predict(image)
+            self.result.emit(
+                LearnResult(
+                    job.request_id,
+                    job.image_id,
+                    labels,
+                    conf,
+                    float(conf.mean()) / 255.0,
+                    vid,
+                    str(path),
+                    clf.info["samples"],
+                    time.monotonic() - t0,
+                )
+            )
+        except Exception as e:
+            self.error.emit(job.request_id, _one_line(e))
+        finally:
+            self.finished.emit(job.request_id)
+
+
+class StopOnClose(QObject):
+    """Stops "Learn from my strokes" when its window gets a close event (its thread must not outlive it)."""
+
+    def __init__(self, window: QObject, stop) -> None:
+        super().__init__(window)
+        self._stop = stop
+        window.installEventFilter(self)
+
+    def eventFilter(self, obj: QObject, event: QEvent) -> bool:  # noqa: N802 (Qt's name)
+        if event.type() == QEvent.Type.Close:
+            self._stop()
+        return False
 
 
 def _one_line(e: BaseException) -> str:

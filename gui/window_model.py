@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction
-from PySide6.QtWidgets import QComboBox, QDockWidget, QListWidget
+from PySide6.QtWidgets import QComboBox, QDockWidget, QFrame, QListWidget, QMessageBox, QScrollArea
 
 from annotation.confidence import read_confidence
 from annotation.errors import AtrousError
@@ -29,7 +29,14 @@ from . import dialogs
 from .canvas import Canvas
 from .document import MaskDocumentModel
 from .model_panel import ModelPanel
-from .model_worker import PERSON_STATUSES, ModelChoice, PrelabelItem, PrelabelJob, PrelabelResult, PrelabelSummary
+from .model_worker import (
+    PERSON_STATUSES,
+    ModelChoice,
+    PrelabelItem,
+    PrelabelJob,
+    PrelabelResult,
+    PrelabelSummary,
+)
 from .prelabel import PrelabelController
 from .settings import settings
 from .window_common import ROLE_ID, SORT_UNCERTAIN
@@ -78,7 +85,14 @@ class ModelMixin:
         dock = QDockWidget("Model", self)
         dock.setObjectName("model_dock")
         self.model_panel = ModelPanel()
-        dock.setWidget(self.model_panel)
+        # Scrolls instead of squeezing (or pushing the window past a 768-pixel-high screen)
+        # when the panel is taller than the space left beside the canvas.
+        scroll = QScrollArea()
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(self.model_panel)
+        dock.setWidget(scroll)
         self.model_dock = dock
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
         self.resizeDocks([self.findChild(QDockWidget, "classes_dock"), dock], [330, 450], Qt.Orientation.Vertical)
@@ -88,6 +102,7 @@ class ModelMixin:
         mp.checkRequested.connect(self.check_model)
         mp.browseRequested.connect(self.browse_checkpoint)
         mp.finetuneRequested.connect(self.open_finetune)
+        mp.learnRequested.connect(self.learn_from_strokes)
         mp.confidenceToggled.connect(self._confidence_check_toggled)
         mp.thresholdChanged.connect(self.canvas.set_confidence_threshold)
         self.canvas.set_confidence_threshold(mp.threshold())
@@ -126,7 +141,9 @@ class ModelMixin:
         return version_spec(self.project.root, stored)
 
     def browse_checkpoint(self) -> None:
-        path = dialogs.open_file(self, "Choose a model checkpoint", "PyTorch checkpoints (*.pt *.pth);;All files (*)")
+        path = dialogs.open_file(
+            self, "Choose a model checkpoint", "Checkpoints and pixel classifiers (*.pt *.pth *.npz);;All files (*)"
+        )
         if path:
             self.model_panel.add_file(path)
 
@@ -178,7 +195,14 @@ class ModelMixin:
         for i in ids:
             rec = self._records.get(i) or self.project.image(i)
             items.append(PrelabelItem(i, self.project.image_path(rec), rec.name))
-        job = PrelabelJob(self.prelabel.next_request_id(), self.project.root, choice, items, overwrite=bool(overwrite))
+        job = PrelabelJob(
+            self.prelabel.next_request_id(),
+            self.project.root,
+            choice,
+            items,
+            overwrite=bool(overwrite),
+            class_map=self._remembered_class_map(choice.spec),
+        )
         self._batch_label = {"current": "This image", "selected": f"{len(items)} selected", "new": f"{len(items)} new"}[
             scope
         ]
@@ -209,17 +233,75 @@ class ModelMixin:
         note = ""
         ours = {c.index: c.name for c in self._classes}
         if names and [ours.get(i) for i in range(len(names))] != names:
+            job = self.prelabel.job
+            cmap = job.class_map if job is not None else None
             note = (
-                f"{len(names)} model classes, {len(ours)} project classes: indices are saved as they are; "
-                "fine-tune to match your classes"
+                f"Classes mapped onto the project's: {cmap.describe(4)}"
+                if cmap is not None
+                else f"{len(names)} model classes, not the project's {len(ours)}: pre-labelling asks how to map them"
             )
         self.model_panel.show_loaded(description, name, note)
 
     def _model_failed(self, message: str) -> None:
-        log.warning("pre-label: the model could not be used: %s", message)
+        log.error("pre-label: the model could not be used: %s", message)
         self.model_panel.show_error(message)
         job = self.prelabel.job
         self.model_panel.progress_label.setText("Nothing was pre-labelled." if job is not None and job.items else "")
+
+    def _show_model_failure(self, text: str) -> None:
+        """The whole reason a pre-label did not run, in a message that does not block the editor."""
+        box = getattr(self, "_failure_box", None)
+        if box is None:
+            box = QMessageBox(QMessageBox.Icon.Warning, "Pre-labelling did not run", "", QMessageBox.StandardButton.Ok)
+            box.setParent(self, Qt.WindowType.Dialog)
+            box.setModal(False)
+            box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            self._failure_box = box
+        box.setText("The model could not be loaded, so nothing was pre-labelled.")
+        box.setInformativeText(text)
+        box.show()
+        box.raise_()
+
+    # ---- class mapping (a model whose classes are not the project's)
+
+    def _remembered_class_map(self, spec: str):
+        """This session's class map for the project and ``spec``, if a person made one."""
+        if self.project is None:
+            return None
+        return getattr(self, "_class_maps", {}).get((str(self.project.root), spec))
+
+    def _offer_class_map(self, summary: PrelabelSummary) -> bool:
+        """A batch was refused for other classes: ask for a class map and run the batch again with it."""
+        job = self.prelabel.job
+        if self.project is None or self.prelabel.running or job is None or job.request_id != summary.request_id:
+            return False
+        from . import class_map_dialog
+
+        names = list(summary.model_classes or [])
+        initial = self._remembered_class_map(job.model.spec)
+        if initial is None and job.model.version_id is not None:  # a version recorded with its map
+            from model.class_map import class_map_from_record
+
+            mv = next((v for v in self.project.model_versions() if v.id == job.model.version_id), None)
+            initial = class_map_from_record(mv.metrics.get("class_map") if mv else None, names, self._classes)
+        name = job.model.label or Path(job.model.spec).name
+        cmap = class_map_dialog.ask_class_map(self, name, names, self._classes, initial)
+        if cmap is None:
+            return False
+        if not hasattr(self, "_class_maps"):
+            self._class_maps = {}
+        self._class_maps[(str(self.project.root), job.model.spec)] = cmap
+        log.info("pre-label: class map for %s: %s", job.model.spec, cmap.describe())
+        again = PrelabelJob(
+            self.prelabel.next_request_id(),
+            job.project_root,
+            job.model,
+            job.items,
+            overwrite=job.overwrite,
+            class_map=cmap,
+        )
+        self.model_panel.start_batch(len(again.items), self._batch_label)
+        return self.prelabel.start(again)
 
     def _on_prelabel_result(self, res: PrelabelResult) -> None:
         self._remember_confidence(res.image_id, res.confidence)
@@ -294,6 +376,10 @@ class ModelMixin:
             # Not "Done: 0 pre-labelled": the batch never ran, and the panel above says why.
             mp.show_not_run("Nothing was pre-labelled (see the message above).")
             self.statusBar().showMessage("Pre-labelling did not run: " + summary.error, 8000)
+            if summary.model_classes:  # only the classes differ: offer the class table, not a failure
+                QTimer.singleShot(0, lambda: self._offer_class_map(summary))
+            else:
+                self._show_model_failure(mp.explain(summary.error))
         elif summary.total:
             log.info(
                 "pre-label: %d of %d images in %.1f s with model version %s (%s)",

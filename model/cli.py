@@ -13,6 +13,8 @@ from pathlib import Path
 from annotation.errors import AtrousError, AtrousReadError
 from annotation.imageio import is_image_file
 
+from .finetune_cli import add_finetune_arguments, cmd_finetune
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the model subcommands to the top-level parser."""
@@ -37,6 +39,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--overwrite", action="store_true", help="folder mode: write into a --out folder that already holds files"
     )
     add_model_arguments(p, default=None)
+    # Ray cluster runs (docs/cluster.md; model/cluster.py).
+    p.add_argument(
+        "--ray",
+        nargs="?",
+        const="",
+        metavar="ADDRESS",
+        help="run on a Ray cluster (HOST:PORT, ray://HOST:10001, auto; bare: $RAY_ADDRESS, else a local Ray); "
+        "the input may also be a file listing image paths; needs `pip install 'atrous[cluster]'`",
+    )
+    p.add_argument("--actors", type=int, help="with --ray: model actors (default: one per GPU, else CPUs/4)")
+    p.add_argument("--resume", action="store_true", help="with --ray: continue the run in --out, skipping done images")
+    p.add_argument(
+        "--import-results", type=Path, metavar="OUT", help="PROJECT: record a --ray run's results in OUT as pre-labels"
+    )
     p.set_defaults(func=cmd_prelabel)
 
     m = sub.add_parser(
@@ -101,10 +117,20 @@ def add_model_arguments(p: argparse.ArgumentParser, default: str | None = None) 
     p.add_argument(
         "--model",
         default=default,
-        help="registry name (see `models`), an Atrous checkpoint, a torchvision DeepLabV3 state-dict file, or for a "
-        f"project a version (v3) (default: a project's active version, else {DEFAULT_MODEL})",
+        help="registry name (see `models`), an Atrous checkpoint, a torchvision DeepLabV3 state-dict file, a saved "
+        "pixel classifier (.npz), or for a project a version (v3); `prelabel PROJECT --model pixel-classifier` "
+        "trains a pixel classifier on the project's edited/reviewed masks first "
+        f"(default: a project's active version, else {DEFAULT_MODEL})",
     )
     p.add_argument("--classes", type=Path, help="class names, one per line, for a plain state-dict file")
+    p.add_argument(
+        "--map",
+        type=Path,
+        metavar="FILE",
+        help="project mode: map a model whose classes are not the project's onto them; lines "
+        "`model class = project class` (or `= void`), `* = background|void` for the rest, others matched by "
+        "name (docs/formats.md)",
+    )
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
     p.add_argument("--batch-size", type=int, default=None, help="images per batch (default: 1 on CPU, 8 on GPU)")
@@ -128,6 +154,14 @@ def _scan(folder: Path) -> list[Path]:
 
 def cmd_prelabel(args: argparse.Namespace) -> int:
     """Pre-label every image in a folder (or a project's new images); 0, or 1 when some images were skipped."""
+    import os
+
+    if args.ray is not None or args.import_results is not None or args.resume or os.environ.get("RAY_ADDRESS"):
+        from .cluster import cmd_prelabel_ray
+
+        return cmd_prelabel_ray(args)
+    if args.actors is not None:
+        raise AtrousError("--actors applies with --ray")
     from annotation.atomic import atomic_write_bytes
     from annotation.layout import is_project
     from annotation.masks import make_palette, write_mask_png
@@ -144,6 +178,8 @@ def cmd_prelabel(args: argparse.Namespace) -> int:
         raise AtrousError(f"{args.images}: not a project; give --out MASKS_DIR for the label PNGs of a folder")
     if args.overwrite_edited:
         raise AtrousError("--overwrite-edited applies to projects only")
+    if args.map is not None:
+        raise AtrousError("--map applies to projects only (a folder's masks keep the model's classes)")
     from .jobs import check_output_folder, mask_names
 
     check_output_folder(args.images, args.out, overwrite=args.overwrite)
@@ -240,17 +276,21 @@ def _list_versions(root: Path) -> int:
             return 0
         import datetime
 
-        from .versions import REGISTRY_NAMES, version_ref
+        from .versions import REGISTRY_NAMES, version_kind, version_ref
 
-        print(f"{'':2s}{'version':8s} {'created':19s} {'val mIoU':>8s}  {'images':>6s}  checkpoint")
+        print(f"{'':2s}{'version':8s} {'created':19s} {'val mIoU':>8s}  {'images':>6s}  {'kind':16s}  checkpoint")
         for mv in versions:
             mark = "* " if active is not None and active.id == mv.id else "  "
             miou = mv.metrics.get("best_val_miou")
-            n = len(mv.metrics.get("train_images", [])) or ""
+            n = len(mv.metrics.get("train_images", [])) or mv.metrics.get("images") or ""
             when = datetime.datetime.fromtimestamp(mv.created).isoformat(sep=" ", timespec="seconds")
             spec = version_ref(project, mv, check=False).spec
             missing = "" if spec in REGISTRY_NAMES or Path(spec).is_file() else "  (missing)"
-            print(f"{mark}v{mv.id:<7d} {when} {'-' if miou is None else f'{miou:.3f}':>8s}  {n!s:>6s}  {spec}{missing}")
+            kind = version_kind(spec)
+            print(
+                f"{mark}v{mv.id:<7d} {when} {'-' if miou is None else f'{miou:.3f}':>8s}  {n!s:>6s}  {kind:16s}  "
+                f"{spec}{missing}"
+            )
         print(
             "* = active (change with `activate PROJECT VERSION`)"
             if active
@@ -289,11 +329,13 @@ def cmd_prelabel_project(args: argparse.Namespace) -> int:
     from .progress import ProgressBar, format_seconds, stop_on_first_sigint
     from .versions import check_classes_match, ensure_version, resolve
 
+    map_file = _read_map(args)
     with Project.open(args.images) as project:
-        ref = resolve(project, args.model)
+        ref = _train_pixel_classifier(project, args) if args.model == PIXEL_CLASSIFIER else resolve(project, args.model)
         predictor = make_predictor(args, ref)
-        check_classes_match(project, predictor.meta)
-        version_id = ensure_version(project, ref, predictor.meta.name)
+        class_map = _class_map(map_file, project, predictor.meta)
+        check_classes_match(project, predictor.meta, class_map)
+        version_id = ensure_version(project, ref, predictor.meta.name, class_map)
         bar: ProgressBar | None = None
 
         def on_progress(done: int, total: int, name: str) -> None:
@@ -314,6 +356,7 @@ def cmd_prelabel_project(args: argparse.Namespace) -> int:
                 overwrite_edited=args.overwrite_edited,
                 on_progress=on_progress,
                 should_stop=should_stop,
+                class_map=class_map,
             )
     print(
         f"pre-labelled {summary.written} of {summary.total} images in {format_seconds(summary.seconds)} "
@@ -330,186 +373,44 @@ def cmd_prelabel_project(args: argparse.Namespace) -> int:
     return _report_skipped([why for _, why in summary.failed + summary.skipped])
 
 
-def add_finetune_arguments(f: argparse.ArgumentParser) -> None:
-    f.add_argument("project", type=Path)
-    f.add_argument(
-        "--base",
-        default=None,
-        help="starting weights: a registry name, a checkpoint file, a project version (v3), or 'scratch' "
-        "(default: the active version, else cached torchvision weights, else a random init)",
+#: ``prelabel PROJECT --model pixel-classifier`` trains one from the project's edited/reviewed masks first.
+PIXEL_CLASSIFIER = "pixel-classifier"
+
+
+def _train_pixel_classifier(project, args: argparse.Namespace):
+    """Train a pixel classifier on the project's edited/reviewed masks, save it as a version; its ModelRef."""
+    from .pixel_learning import train_for_project
+    from .versions import check_batch_size, version_ref
+
+    check_batch_size(args.batch_size)  # refused before anything is written, as for the other models
+    t0 = time.perf_counter()
+    print(f"training a pixel classifier on {project.root}'s edited and reviewed masks", file=sys.stderr)
+    clf, version_id, path = train_for_project(project)
+    mv = next(mv for mv in project.model_versions() if mv.id == version_id)
+    print(
+        f"pixel classifier v{version_id}: {clf.info['samples']} pixels of {clf.info['images']} image(s) in "
+        f"{time.perf_counter() - t0:.1f} s -> {path}",
+        file=sys.stderr,
     )
-    g = f.add_mutually_exclusive_group()
-    g.add_argument("--epochs", type=int, help="passes over the training images (default 30)")
-    g.add_argument("--minutes", type=float, help="train for this long instead (LR schedule follows the clock)")
-    f.add_argument(
-        "--batch-size", type=int, default=None, help="images per training step (default: 4 on the CPU, 8 on a GPU)"
-    )
-    f.add_argument("--crop", type=int, default=320, help="square training crop in pixels (padded with void)")
-    f.add_argument(
-        "--input-size", type=int, default=None, help="training/inference scale, shorter side (default: the base's)"
-    )
-    f.add_argument(
-        "--normalisation",
-        choices=["dataset", "image"],
-        default=None,
-        help="input normalisation: the base's mean/std, or each image's own (default: the base's; "
-        "'image' for a random init)",
-    )
-    f.add_argument("--optimizer", choices=["adamw", "sgd"], default="adamw")
-    f.add_argument("--lr", type=float, default=None, help="peak learning rate (default 2e-3 AdamW, 0.02 SGD)")
-    f.add_argument(
-        "--correction-weight",
-        type=float,
-        default=1.0,
-        help="loss weight of the pixels a person corrected in the pre-label (1 = no extra weight)",
-    )
-    f.add_argument("--val-fraction", type=float, default=0.2)
-    f.add_argument("--seed", type=int, default=0)
-    f.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N")
-    f.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
-    f.add_argument("--no-activate", action="store_true", help="save the version but keep the current active one")
-    f.add_argument("--name", default="", help="a name for the new model version")
-    f.add_argument("--evals", type=int, default=8, help="with --minutes: about this many val evaluations (default 8)")
-    f.add_argument(
-        "--progress-json",
-        action="store_true",
-        help="write one JSON object per line to stdout for every progress report (phase start, load, "
-        "warmup, train, eval, epoch, bn, save), then one 'done' line with the result or an 'error' "
-        "line; text for people goes to stderr (the app reads this)",
-    )
+    return version_ref(project, mv)
 
 
-def cmd_finetune(args: argparse.Namespace) -> int:
-    """``finetune PROJECT [...]``: train with a progress bar, then a summary ending with the checkpoint path.
+def _read_map(args: argparse.Namespace):
+    """``--map FILE`` parsed (its syntax checked before the model loads), or None."""
+    if args.map is None:
+        return None
+    from .class_map import read_map_file
 
-    With ``--progress-json`` stdout carries only JSON lines (:class:`model.progress.JsonLines`):
-    ``{"phase": "start", "pid"}`` once the Ctrl-C handler is in place, every progress report of
-    :func:`model.finetune.finetune` except its own "done", then either ``{"phase": "done",
-    "version_id", "checkpoint", "best_miou", "per_class_iou", "activated", "stopped", "iterations",
-    "seconds", "it_per_s"}`` (``version_id`` None when nothing was saved) or ``{"phase": "error",
-    "message"}``. Everything written for people goes to stderr.
-    """
-    import contextlib
-    import os
-
-    from .finetune import FinetuneConfig, _dist_info, finetune
-    from .metrics import SegMetrics, format_metrics
-    from .progress import JsonLines, ProgressBar, format_seconds, stop_on_first_sigint
-
-    rank = _dist_info()[0]
-    # Only rank 0 reports, so that under torchrun the lines of several processes never interleave.
-    lines = JsonLines(sys.stdout) if args.progress_json and rank == 0 else None
-    config = FinetuneConfig(
-        project=str(args.project),
-        base=args.base,
-        epochs=args.epochs,
-        minutes=args.minutes,
-        batch_size=args.batch_size,
-        crop=args.crop,
-        input_size=args.input_size,
-        normalisation=args.normalisation,
-        optimizer=args.optimizer,
-        lr=args.lr,
-        correction_weight=args.correction_weight,
-        val_fraction=args.val_fraction,
-        seed=args.seed,
-        device=args.device,
-        precision=args.precision,
-        activate=not args.no_activate,
-        name=args.name,
-        evals=args.evals,
-    )
-    state: dict = {"bar": None, "shown": 0}
-
-    def on_progress(d: dict) -> None:
-        if rank != 0:
-            return
-        phase = d.get("phase")
-        if lines is not None and phase != "done":  # the command's own "done" line carries the whole result
-            lines.write(d)
-        if phase == "load" and "train" in d:
-            print(
-                f"fine-tuning on {d['train']} image(s), validating on {d['val']}; base: {d['base']} ({d['heads']})",
-                file=sys.stderr,
-            )
-        elif phase == "train":
-            if state["bar"] is None:
-                total = d["iterations"] if d["iterations"] else 1000
-                state["bar"] = ProgressBar(total, unit="it")
-            bar = state["bar"]
-            target = d["iteration"] if d["iterations"] else int(round(d["fraction"] * bar.total))
-            if target > bar.done:
-                bar.update(target - bar.done, f"epoch {d['epoch']} loss {d['loss']:.3f}")
-        elif phase == "epoch" and d.get("val_miou") is not None:
-            print(
-                f"\nepoch {d['epoch']}: train loss {d['train_loss']:.3f}, val mIoU {d['val_miou']:.3f}", file=sys.stderr
-            )
-
-    # The first Ctrl-C (the app's cancel sends SIGINT too) stops training like the old in-app cancel button:
-    # the best checkpoint so far is kept, not activated; a second one interrupts at once.
-    stopping = stop_on_first_sigint("\nstopping after this step (Ctrl-C again to abort without saving)")
-
-    def run() -> int:
-        result = finetune(config, on_progress=on_progress, should_stop=should_stop)
-        if rank != 0:
-            return 0
-        print()
-        print(f"{result.iterations} steps in {format_seconds(result.seconds)} ({result.it_per_s:.2f} it/s)")
-        if result.per_class_iou:
-            names = list(result.per_class_iou)
-            m = SegMetrics(result.best_miou or 0.0, float("nan"), list(result.per_class_iou.values()), names)
-            print("\n".join(format_metrics(m).splitlines()[:-1]))  # the val pixel accuracy is in the JSON record
-        else:
-            print("no val images (too few edited/reviewed images), so no val mIoU; the last weights were kept")
-        if lines is not None:
-            lines.write(
-                {
-                    "phase": "done",
-                    "version_id": result.version_id,
-                    "checkpoint": result.checkpoint_path,
-                    "best_miou": result.best_miou,
-                    "per_class_iou": result.per_class_iou,
-                    "activated": result.activated,
-                    "stopped": result.stopped,
-                    "iterations": result.iterations,
-                    "seconds": result.seconds,
-                    "it_per_s": result.it_per_s,
-                }
-            )
-        if result.checkpoint_path is None:
-            print("nothing saved (stopped before the first validation)")
-            return 1
-        state_txt = "active" if result.activated else "not activated"
-        print(f"model version v{result.version_id} ({state_txt})")
-        print(f"saved {os.fspath(result.checkpoint_path)}")
-        return 0
-
-    with stopping as should_stop:
-        if lines is None:
-            return run()
-        # stdout belongs to the JSON lines: anything printed for people (here or deeper down) goes to stderr.
-        with contextlib.redirect_stdout(sys.stderr):
-            lines.write({"phase": "start", "pid": os.getpid()})
-            try:
-                return run()
-            except AtrousError as e:
-                lines.write({"phase": "error", "message": str(e)})
-                raise  # the caller prints it for people and exits with 2
-            except KeyboardInterrupt:
-                lines.write({"phase": "error", "message": "interrupted; nothing was saved"})
-                raise
+    return read_map_file(args.map)
 
 
-def main_finetune(argv: list[str]) -> int:
-    """``python -m model.finetune PROJECT [options]`` (the torchrun entry point)."""
-    parser = argparse.ArgumentParser(prog="python -m model.finetune", description="fine-tune (torchrun-friendly)")
-    add_finetune_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return cmd_finetune(args)
-    except AtrousError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+def _class_map(map_file, project, meta):
+    """The class map of ``--map`` for this model and project (names checked), printed; None without ``--map``."""
+    if map_file is None:
+        return None
+    cmap = map_file.resolve(meta.class_names, project.classes())
+    print(f"class map ({map_file.source}): {cmap.describe()}", file=sys.stderr)
+    return cmap
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -527,6 +428,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for s in statuses:
         if s not in STATUSES:
             raise AtrousError(f"unknown status {s!r}; use a comma-separated list of {', '.join(STATUSES)}")
+    map_file = _read_map(args)
     with Project.open(args.project) as project:
         ref = resolve(project, args.model)
         records = [r for r in project.images(statuses) if r.has_mask]
@@ -536,11 +438,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not records:
             raise AtrousError(f"{args.project}: no images with masks and status {' or '.join(statuses)} to evaluate on")
         predictor = make_predictor(args, ref)
-        check_classes_match(project, predictor.meta)
-        result = evaluate_project(project, predictor, records)
+        class_map = _class_map(map_file, project, predictor.meta)
+        check_classes_match(project, predictor.meta, class_map)
+        result = evaluate_project(project, predictor, records, class_map=class_map)
     if args.json:
         d = result.metrics.to_dict()
         d.update({"images": result.images, "model": ref.spec, "skipped": result.failed})
+        if class_map is not None:
+            d["class_map"] = class_map.record()
         print(json.dumps(d))
     else:
         print(f"{result.images} image(s), model {ref.label or ref.spec}")

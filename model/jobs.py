@@ -22,11 +22,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from annotation.classes import names_by_index
 from annotation.errors import AtrousError
+from annotation.masks import VOID
 from annotation.prelabels import PERSON_STATUSES, record_prelabel, writable_statuses
 from annotation.project import ImageRecord, Project
 
 if TYPE_CHECKING:
+    from .class_map import ClassMap
     from .metrics import SegMetrics
     from .predictor import Predictor
 
@@ -128,17 +131,21 @@ def prelabel_project(
     on_error: Callable[[int, str], None] | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
+    class_map: ClassMap | None = None,
 ) -> PrelabelSummary:
     """Pre-label a project's machine-made images (or ``image_ids``); never raises for one bad image.
 
     ``on_progress(done, total, name)`` after every image; ``should_stop`` is
     checked before each image and ends the job early (``cancelled``).
+    ``class_map``: the model's classes are not the project's; each prediction's labels
+    go through its lookup table before they are recorded (the confidence is kept).
     """
     t0 = time.monotonic()
     todo, skipped, left = prelabel_todo(project, image_ids, overwrite_edited)
     summary = PrelabelSummary(len(todo) + len(skipped), version_id, skipped=skipped, left_alone=left)
     summary.done = len(skipped)
     summary.description = predictor.description
+    lut = None if class_map is None else class_map.lut()
     results = predictor.predict_files([project.image_path(r) for r in todo])
     try:
         for rec in todo:
@@ -149,7 +156,7 @@ def prelabel_project(
             try:
                 if isinstance(pred, BaseException):
                     raise pred
-                outcome = _record(project, rec, pred, version_id, overwrite_edited, claims)
+                outcome = _record(project, rec, pred, version_id, overwrite_edited, claims, lut)
                 if outcome is None:
                     summary.skipped.append((rec.id, f"{rec.name}: saved by a person meanwhile; not overwritten"))
                 else:
@@ -172,9 +179,17 @@ def prelabel_project(
 
 
 def _record(
-    project: Project, rec: ImageRecord, pred: object, version_id: int | None, overwrite: bool, claims: Claims | None
+    project: Project,
+    rec: ImageRecord,
+    pred: object,
+    version_id: int | None,
+    overwrite: bool,
+    claims: Claims | None,
+    lut: np.ndarray | None = None,
 ) -> PrelabelOutcome | None:
     labels = np.ascontiguousarray(pred.labels, dtype=np.uint8)
+    if lut is not None:
+        labels = lut[labels]
     conf = np.ascontiguousarray(pred.confidence, dtype=np.uint8)
     mean = float(pred.mean_confidence)
     with claims.lock if claims is not None else contextlib.nullcontext():
@@ -200,12 +215,23 @@ def evaluate_project(
     records: Sequence[ImageRecord],
     *,
     on_progress: Callable[[int, int, str], None] | None = None,
+    class_map: ClassMap | None = None,
 ) -> EvaluateSummary:
-    """Per-class IoU, mIoU and pixel accuracy of ``predictor`` on the records' masks, at full resolution."""
+    """Per-class IoU, mIoU and pixel accuracy of ``predictor`` on the records' masks, at full resolution.
+
+    ``class_map``: predictions are mapped onto the project's classes first and scored per project
+    class; a pixel mapped to void counts as wrong (in the pixel accuracy and the true class's IoU).
+    """
     from .metrics import ConfusionMatrix
 
     meta = predictor.meta
-    cm = ConfusionMatrix(meta.arch.num_classes)
+    names = list(meta.class_names)
+    lut = None
+    if class_map is not None:
+        names = names_by_index(project.classes())
+        lut = class_map.lut()
+        lut[lut == VOID] = len(names)  # one extra column: predicted void, never a target
+    cm = ConfusionMatrix(meta.arch.num_classes if lut is None else len(names) + 1)
     failed: list[str] = []
     results = predictor.predict_files([project.image_path(r) for r in records])
     try:
@@ -222,14 +248,20 @@ def evaluate_project(
                     raise AtrousError(
                         f"{project.image_path(rec)}: the image is now {w}x{h}, its mask is {target.shape[1]}x{target.shape[0]}"
                     )
-                cm.update(target, pred.labels)
+                cm.update(target, pred.labels if lut is None else lut[pred.labels])
             except AtrousError as e:
                 failed.append(_one_line(e))
             if on_progress is not None:
                 on_progress(n, len(records), rec.name)
     finally:
         results.close()
-    return EvaluateSummary(cm.compute(list(meta.class_names)), len(records) - len(failed), failed)
+    metrics = cm.compute(names)
+    if lut is not None:  # drop the void column's IoU (always 0) from the classes and the mean
+        ious = metrics.per_class_iou[: len(names)]
+        present = [v for v in ious if v is not None]
+        metrics.per_class_iou = ious
+        metrics.miou = float(np.mean(present)) if present else 0.0
+    return EvaluateSummary(metrics, len(records) - len(failed), failed)
 
 
 def check_output_folder(images: Path, out: Path, *, overwrite: bool) -> None:

@@ -16,9 +16,11 @@ from typing import TYPE_CHECKING
 from annotation.classes import LabelClass, read_class_names
 from annotation.errors import AtrousError
 from annotation.layout import stored_model_path
+from annotation.masks import VOID
 from annotation.project import ModelVersion, Project
 
 if TYPE_CHECKING:  # torch stays out of `import model.versions`
+    from .class_map import ClassMap
     from .predictor import Predictor
     from .weights import ModelMeta
 
@@ -132,12 +134,16 @@ def resolve(project: Project | None, choice: str | None, *, default: str | None 
     )
 
 
-def ensure_version(project: Project, ref: ModelRef, name: str = "") -> int:
+def ensure_version(project: Project, ref: ModelRef, name: str = "", class_map: ClassMap | None = None) -> int:
     """The version id of ``ref``, recording an outside model (a registry name or a file) once.
 
     Pre-labels always name the version that made them; a registry model is
     recorded by its name (never as a path), so it resolves in the app too.
+    With ``class_map`` the model and its mapping are one version of their own
+    (the mapping in its metadata, ``class_map``), recorded once per mapping.
     """
+    if class_map is not None:
+        return _mapped_version(project, ref, name, class_map)
     if ref.version_id is not None:
         return ref.version_id
     mv = find_version(project, ref.spec)
@@ -147,6 +153,24 @@ def ensure_version(project: Project, ref: ModelRef, name: str = "") -> int:
     return project.add_model_version(name or Path(ref.spec).stem, stored, {"external": True})
 
 
+def _mapped_version(project: Project, ref: ModelRef, name: str, class_map: ClassMap) -> int:
+    record = class_map.record()
+    same = {k: record[k] for k in ("pairs", "unmapped")}
+    for mv in project.model_versions():
+        stored = version_spec(project.root, mv.checkpoint_path)
+        mapped = mv.metrics.get("class_map")
+        if isinstance(mapped, dict) and {k: mapped.get(k) for k in same} == same:
+            if stored == ref.spec or (ref.spec not in REGISTRY_NAMES and _same_file(stored, ref.spec)):
+                return mv.id
+    base = next((mv for mv in project.model_versions() if mv.id == ref.version_id), None)
+    if base is not None:
+        stored = base.checkpoint_path
+    else:
+        stored = ref.spec if ref.spec in REGISTRY_NAMES else str(Path(ref.spec).resolve())
+    label = f"{name or Path(ref.spec).stem} mapped"
+    return project.add_model_version(label, stored, {"external": base is None, "class_map": record})
+
+
 def version_choices(project: Project) -> list[tuple[int, str, str, bool]]:
     """Every recorded version as (id, name, spec to load, checkpoint available), oldest first, for a model menu."""
     out = []
@@ -154,6 +178,21 @@ def version_choices(project: Project) -> list[tuple[int, str, str, bool]]:
         spec = version_spec(project.root, mv.checkpoint_path)
         out.append((mv.id, mv.name, spec, spec in REGISTRY_NAMES or Path(spec).is_file()))
     return out
+
+
+#: The kind of a pixel classifier version (:mod:`model.pixel_classifier`): an ``.npz``, not a network.
+PIXEL_CLASSIFIER_KIND = "pixel-classifier"
+
+
+def version_kind(spec: str) -> str:
+    """``pixel-classifier`` for a saved pixel classifier (``.npz``), else ``deeplabv3``."""
+    return PIXEL_CLASSIFIER_KIND if str(spec).lower().endswith(".npz") else "deeplabv3"
+
+
+def check_batch_size(batch_size: int | None) -> None:
+    """Refuse a batch size below 1 (None: the default)."""
+    if batch_size is not None and batch_size < 1:
+        raise AtrousError(f"batch size must be at least 1, got {batch_size}")
 
 
 def default_batch_size(device_type: str) -> int:
@@ -171,24 +210,35 @@ def load_predictor(
     classes_file: str | os.PathLike[str] | None = None,
 ) -> Predictor:
     """Load a model and wrap it in a Predictor; raises AtrousError subclasses with one-line reasons."""
+    spec = ref.spec if isinstance(ref, ModelRef) else str(ref)
+    if version_kind(spec) == PIXEL_CLASSIFIER_KIND:  # a scribble-trained random forest: no torch, no device
+        from .pixel_classifier import load_pixel_predictor
+
+        check_batch_size(batch_size)
+        return load_pixel_predictor(spec)
     from .predictor import Predictor
     from .weights import load_model
 
-    spec = ref.spec if isinstance(ref, ModelRef) else str(ref)
     if classes_file is not None:
         class_names = read_class_names(classes_file)
     loaded = load_model(spec, class_names=class_names)
-    if batch_size is not None and batch_size < 1:
-        raise AtrousError(f"batch size must be at least 1, got {batch_size}")
+    check_batch_size(batch_size)
     predictor = Predictor(loaded, device=device, precision=precision, batch_size=batch_size or 1)
     if batch_size is None:
         predictor.batch_size = default_batch_size(predictor.device.type)
     return predictor
 
 
-def check_classes_match(project: Project, meta: ModelMeta) -> None:
-    """Refuse a model whose classes are not the project's (names by index); adopt them if the project has none."""
+def check_classes_match(project: Project, meta: ModelMeta, class_map: ClassMap | None = None) -> None:
+    """Refuse a model whose classes are not the project's (names by index); adopt them if the project has none.
+
+    With ``class_map`` (:mod:`model.class_map`) the model's classes may differ: the map must be
+    the one for this model's classes and land on classes the project has.
+    """
     classes = project.classes()
+    if class_map is not None:
+        _check_class_map(classes, meta, class_map)
+        return
     if not classes:
         project.set_classes(
             [
@@ -202,11 +252,36 @@ def check_classes_match(project: Project, meta: ModelMeta) -> None:
     have = dict(enumerate(meta.class_names))
     bad = [f"{i}:{n}" for i, n in want.items() if have.get(i) != n]
     if bad:
+        from .class_map import ClassMismatchError
+
         shown = ", ".join(meta.class_names[:8]) + ("..." if len(meta.class_names) > 8 else "")
-        raise AtrousError(
-            f"the model's classes ({shown}) are not the project's (mismatch at {', '.join(bad[:4])}); fine-tune a "
-            f"model for this project first (`finetune {project.root} --base MODEL` rebuilds the heads for the "
+        raise ClassMismatchError(
+            f"the model's classes ({shown}) are not the project's (mismatch at {', '.join(bad[:4])}); map them onto "
+            "the project's classes (`--map FILE`, see docs/formats.md; the app offers a table when you pre-label), or "
+            f"fine-tune a model for this project (`finetune {project.root} --base MODEL` rebuilds the heads for the "
             "project's classes)"
+        )
+
+
+def _check_class_map(classes: list[LabelClass], meta: ModelMeta, class_map: ClassMap) -> None:
+    if not classes:
+        raise AtrousError("the project has no classes yet, so there is nothing to map the model's classes onto")
+    if list(class_map.model_classes) != list(meta.class_names):
+        from .class_map import ClassMismatchError
+
+        raise ClassMismatchError(
+            f"the class map was made for a model with the classes {', '.join(class_map.model_classes[:8])}, "
+            f"not this one's ({', '.join(meta.class_names[:8])})"
+        )
+    known = {c.index for c in classes}
+    bad = [
+        f"{m} -> {t}"
+        for m, t in zip(class_map.model_classes, class_map.targets, strict=True)
+        if t != VOID and t not in known
+    ]
+    if bad:
+        raise AtrousError(
+            f"the class map sends model classes to classes the project does not have ({', '.join(bad[:4])})"
         )
 
 
@@ -215,6 +290,7 @@ __all__ = [
     "REGISTRY_NAMES",
     "ModelChoiceError",
     "ModelRef",
+    "check_batch_size",
     "check_classes_match",
     "default_batch_size",
     "ensure_version",
@@ -223,6 +299,7 @@ __all__ = [
     "parse_version_id",
     "resolve",
     "version_choices",
+    "version_kind",
     "version_label",
     "version_ref",
     "version_spec",

@@ -33,7 +33,7 @@ SAMPLES = REPO / "resources" / "samples"
 CLASSES = [
     (0, "background", (0, 0, 0), True),
     (1, "person", (190, 70, 230), False),
-    (2, "animal", (60, 180, 75), False),
+    (2, "cat", (60, 180, 75), False),
     (3, "cup", (255, 200, 40), False),
     (4, "sky", (70, 130, 230), False),
 ]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from ..cli import main_finetune
+from ..finetune_cli import main_finetune
 
 
 def main(argv: list[str] | None = None) -> int:
