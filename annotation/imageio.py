@@ -8,10 +8,12 @@ everything that reads pixels for display, pre-labelling or export goes through
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -46,6 +48,21 @@ def _pixel_limit() -> int | None:
     return Image.MAX_IMAGE_PIXELS
 
 
+def open_guarded(source: str | os.PathLike[str] | IO[bytes], name: object) -> Image.Image:
+    """``Image.open`` that refuses decompression bombs with one :class:`ImageReadError` naming ``name``.
+
+    Pillow only warns between 1x and 2x its pixel limit; we refuse both. Every reader of
+    untrusted pixels (images, label PNGs, images and masks inside label files) opens them here.
+    Other errors propagate as Pillow raises them.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            return Image.open(source)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageReadError(f"{name}: image too large ({e})") from e
+
+
 def _open(path: Path) -> Image.Image:
     try:
         size = path.stat().st_size
@@ -56,12 +73,7 @@ def _open(path: Path) -> Image.Image:
     if size == 0:
         raise ImageReadError(f"{path}: the file is empty (0 bytes)")
     try:
-        with warnings.catch_warnings():
-            # Pillow only warns between 1x and 2x its limit; we refuse both.
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            return Image.open(path)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
-        raise ImageReadError(f"{path}: image too large ({e})") from e
+        return open_guarded(path, path)
     except UnidentifiedImageError as e:
         raise ImageReadError(f"{path}: not an image file Pillow can read") from e
     except OSError as e:
@@ -79,7 +91,19 @@ def _orientation(img: Image.Image) -> int:
 def read_image_info(path: str | os.PathLike[str]) -> ImageInfo:
     """Read only the header: upright width/height (orientation 5-8 swaps them)."""
     path = Path(path)
-    img = _open(path)
+    return _info(_open(path))
+
+
+def read_image_info_bytes(data: bytes, name: object) -> ImageInfo:
+    """:func:`read_image_info` for an image held in memory (e.g. embedded in a label file)."""
+    try:
+        img = open_guarded(io.BytesIO(data), name)
+    except (UnidentifiedImageError, OSError) as e:
+        raise ImageReadError(f"{name}: not an image Pillow can read") from e
+    return _info(img)
+
+
+def _info(img: Image.Image) -> ImageInfo:
     with img:
         orientation = _orientation(img)
         w, h = img.size

@@ -17,6 +17,7 @@ from PIL import Image, UnidentifiedImageError
 
 from .atomic import atomic_write_bytes
 from .errors import AtrousReadError
+from .imageio import open_guarded
 
 #: The index reserved for "void / ignore" pixels (VOC's border, training's ignore_index).
 VOID = 255
@@ -83,7 +84,7 @@ def read_mask_png(path: str | os.PathLike[str]) -> np.ndarray:
     """
     path = Path(path)
     try:
-        with Image.open(path) as img:
+        with open_guarded(path, path) as img:  # a 20000x20000 label PNG is refused, not decoded
             img.load()
             if img.mode in ("P", "L"):
                 arr = np.array(img, dtype=np.uint8)

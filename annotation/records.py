@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import AtrousError
+from .errors import AtrousError, AtrousReadError
 
 SCHEMA_VERSION = 1
 
@@ -138,6 +138,30 @@ def check_status(status: str) -> None:
         raise AtrousError(f"unknown status {status!r}; use one of {', '.join(STATUSES)}")
 
 
+def check_database(conn: sqlite3.Connection, db: Path) -> int:
+    """The schema version of an opened project database, after SQLite's structural check.
+
+    A damaged file (a page overwritten, a torn copy) or a schema version this code does not
+    know is one :class:`AtrousReadError` naming the file, here at open rather than as
+    ``database disk image is malformed`` from whichever query meets the damage first.
+    The check reads every page once (about 0.4 s for 100 000 images).
+    """
+    try:
+        damage = conn.execute("PRAGMA quick_check(1)").fetchone()
+        row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    except sqlite3.Error as e:
+        raise AtrousReadError(f"{db}: not a readable project database ({e})") from e
+    if damage is None or damage[0] != "ok":
+        raise AtrousReadError(
+            f"{db}: the project database is damaged ({' '.join(str(damage[0] if damage else 'no answer').split())}); "
+            "restore it from a backup"
+        )
+    version = row[0] if row else None
+    if not (isinstance(version, str) and version.isdigit() and int(version) <= SCHEMA_VERSION):
+        raise AtrousReadError(f"{db}: unknown schema version {version!r}")
+    return int(version)
+
+
 def half_made(db: Path) -> bool:
     """True for a database file without a project schema (a create that failed or was killed)."""
     try:
@@ -146,8 +170,10 @@ def half_made(db: Path) -> bool:
             row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
         finally:
             conn.close()
+    except sqlite3.OperationalError as e:
+        return "no such table" in str(e)  # the create stopped before its schema
     except sqlite3.Error:
-        return True
+        return False  # damaged or unreadable: it may hold a project, so it is never replaced
     return row is None
 
 

@@ -15,6 +15,7 @@ arbitrary pickled code to load is refused, never executed.
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
 import urllib.error
@@ -29,7 +30,7 @@ from annotation.atomic import atomic_open
 from annotation.errors import AtrousReadError, AtrousWriteError
 from annotation.masks import voc_colormap
 
-from .deeplabv3 import ArchSpec, DeepLabV3, build_from_spec
+from .deeplabv3 import BACKBONES, ArchSpec, DeepLabV3, build_from_spec
 
 #: ImageNet normalisation, used by every torchvision backbone.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -45,6 +46,12 @@ NORMALISATIONS = (NORM_DATASET, NORM_IMAGE)
 
 CHECKPOINT_FORMAT = "atrous-checkpoint"
 CHECKPOINT_VERSION = 1
+
+#: The shorter-side sizes a checkpoint may ask images to be resized to: below 8 every image
+#: shrinks to a few pixels (garbage masks, exit 0); past 4096 one image's activations outgrow
+#: any machine. (finetune's ``--input-size`` starts at 32; its default, the images' median
+#: short side, can be smaller.)
+INPUT_SIZE_RANGE = (8, 4096)
 
 
 class WeightsError(AtrousReadError):
@@ -96,6 +103,40 @@ class ModelMeta:
         d["mean"], d["std"] = list(self.mean), list(self.std)
         return d
 
+    def check_values(self) -> None:
+        """Raise ValueError naming the first value no network can be built or run with
+        (a damaged or hand-edited checkpoint), before anything is allocated."""
+        a = self.arch
+        lo, hi = INPUT_SIZE_RANGE
+        bad_colour = next((c for c in self.colours if len(c) != 3 or not all(0 <= v <= 255 for v in c)), None)
+        twice = [n for n in dict.fromkeys(self.class_names) if self.class_names.count(n) > 1]
+        problems = [
+            (a.backbone not in BACKBONES, f"backbone {a.backbone!r} is not one of {', '.join(BACKBONES)}"),
+            (not 1 <= a.num_classes <= 255, f"{a.num_classes} classes; a model predicts 1..255"),
+            (a.output_stride not in (8, 16), f"output stride {a.output_stride}; it must be 8 or 16"),
+            (
+                not a.atrous_rates or not all(1 <= r <= 1024 for r in a.atrous_rates),
+                f"atrous rates {a.atrous_rates} must be 1..1024",
+            ),
+            (
+                self.input_size is not None and not lo <= self.input_size <= hi,
+                f"input size {self.input_size} is outside {lo}..{hi}",
+            ),
+            (
+                len(self.mean) != 3 or not all(math.isfinite(v) for v in self.mean),
+                f"mean {self.mean} is not three finite numbers",
+            ),
+            (
+                len(self.std) != 3 or not all(math.isfinite(v) and v > 0 for v in self.std),
+                f"std {self.std} is not three positive numbers",
+            ),
+            (bad_colour is not None, f"class colour {bad_colour} is not three values in 0..255"),
+            (bool(twice), f"class name {twice[0] if twice else ''!r} appears twice"),
+        ]
+        for bad, what in problems:
+            if bad:
+                raise ValueError(what)
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ModelMeta:
         a = dict(d["arch"])
@@ -106,7 +147,7 @@ class ModelMeta:
             atrous_rates=tuple(int(r) for r in a["atrous_rates"]),
             aux_loss=bool(a["aux_loss"]),
         )
-        return cls(
+        meta = cls(
             arch=arch,
             class_names=[str(n) for n in d["class_names"]],
             colours=[tuple(int(v) for v in c) for c in d["colours"]],
@@ -118,6 +159,8 @@ class ModelMeta:
             source=str(d.get("source", "")),
             history=list(d.get("history", [])),
         )
+        meta.check_values()
+        return meta
 
 
 def default_colours(n: int) -> list[tuple[int, int, int]]:
@@ -217,6 +260,10 @@ def load_registry_model(name: str, *, progress: bool = False) -> LoadedModel:
     tv_weights = entry.torchvision_weights()
     cached = torchvision_cache_dir() / os.path.basename(tv_weights.url)
     try:
+        if not cached.is_file():
+            # Download it ourselves: torch.hub announces "Downloading: ..." on stdout before it
+            # even tries, which is noise offline (where our message below says what to do).
+            _download_quietly(tv_weights.url, cached, progress=progress)
         state = tv_weights.get_state_dict(progress=progress, check_hash=True)
     except (urllib.error.URLError, OSError, TimeoutError) as e:
         reason = getattr(e, "reason", None) or e
@@ -235,6 +282,14 @@ def load_registry_model(name: str, *, progress: bool = False) -> LoadedModel:
     network = build_from_spec(meta.arch)
     network.load_state_dict(state, strict=True)
     return LoadedModel(network.eval(), meta)
+
+
+def _download_quietly(url: str, dest: Path, *, progress: bool) -> None:
+    """Fetch ``url`` into torchvision's cache as torch.hub would (hash prefix checked, written
+    to a temporary file and moved into place), without its announcement."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    match = torch.hub.HASH_REGEX.search(dest.name)
+    torch.hub.download_url_to_file(url, str(dest), match.group(1) if match else None, progress=progress)
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -305,12 +360,15 @@ def load_checkpoint(path: str | os.PathLike[str], *, class_names: list[str] | No
     path = Path(path)
     obj = _safe_load(path)
     if isinstance(obj, dict) and obj.get("format") == CHECKPOINT_FORMAT:
-        if int(obj.get("version", 0)) > CHECKPOINT_VERSION:
-            raise WeightsError(f"{path}: checkpoint version {obj.get('version')} is newer than this Atrous supports")
+        version = obj.get("version", 0)
+        if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+            raise WeightsError(
+                f"{path}: checkpoint version {version!r} is not one this Atrous reads (1..{CHECKPOINT_VERSION})"
+            )
         try:
             meta = ModelMeta.from_dict(obj["meta"])
             state = obj["state_dict"]
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, OverflowError) as e:
             raise WeightsError(f"{path}: checkpoint metadata is incomplete or malformed ({e})") from e
         if not meta.source:
             meta.source = str(path)

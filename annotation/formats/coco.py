@@ -21,6 +21,10 @@ Import rules
   ``"labelme"`` for files written by labelme2coco (a category ``_background_``)
   and ``"coco"`` otherwise. On labelme's example the two differ by 600-1100
   boundary pixels per image; the labelme rule reproduces labelme's VOC PNGs.
+* Bounds (see :mod:`.guards`): a ``file_name`` resolving outside the images folder
+  is refused unless ``allow_outside``; polygons reaching more than one image size
+  past the image are clipped first (the pixels inside do not change); a polygon
+  wholly outside its image, or one too long to fill, is an error naming it.
 * Images without any annotation are imported without a mask (status ``new``),
   except in files written by Atrous, whose images carry ``atrous_labelled``
   (an all-background image is a finished label too).
@@ -47,7 +51,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,7 +64,8 @@ from ..geometry import class_components, mask_bbox, mask_to_polygons, mask_to_rl
 from ..imageio import read_image_info
 from ..masks import VOID
 from ..project import LabelClass, Project, default_colour
-from . import ExportFolder, ImportedItem, ImportResult, export_image_bytes, unique_names
+from . import ExportFolder, ImportedItem, ImportResult, check_stop, export_image_bytes, unique_names
+from .guards import check_coordinates, check_fill_cost, clip_polygon, resolve_inside, wholly_outside
 from .voc import EXPORT_FRAME, ExportSummary
 
 
@@ -84,10 +89,13 @@ def read_coco(
     images_dir: str | os.PathLike[str] | None = None,
     *,
     polygon_fill: str = "auto",
+    allow_outside: bool = False,
 ) -> ImportResult:
     """Read a COCO instances JSON; ``file_name`` is resolved against ``images_dir`` (default: the JSON's folder).
 
     ``polygon_fill`` is ``"auto"``, ``"coco"`` or ``"labelme"`` (see the module docstring).
+    A ``file_name`` that resolves outside that folder (absolute, ``..``, a symlink out) is
+    refused unless ``allow_outside``.
     """
     if polygon_fill not in ("auto", "coco", "labelme"):
         raise ValueError(f"polygon_fill must be auto, coco or labelme, not {polygon_fill!r}")
@@ -124,6 +132,8 @@ def read_coco(
     elif all(0 <= cid < VOID for cid in ids):
         index_of = {cid: cid for cid in ids}
     else:
+        if len(ids) >= VOID:
+            raise AtrousReadError(f"{path}: {len(ids)} categories; at most 254 fit (class indices 1..254, 255 is void)")
         index_of = {cid: k + 1 for k, cid in enumerate(sorted(ids))}
     classes = [LabelClass(index_of[cid], name, default_colour(index_of[cid]), False) for cid, name, _ in cats]
     info = data.get("info") if isinstance(data.get("info"), dict) else {}
@@ -139,6 +149,10 @@ def read_coco(
         and isinstance(bg_hint.get("index"), int)
         and isinstance(bg_hint.get("name"), str)
     ):
+        if not 0 <= bg_hint["index"] < VOID:
+            raise AtrousReadError(
+                f"{path}: info.atrous_background.index must be a class index 0..254, not {bg_hint['index']}"
+            )
         if bg_hint["index"] not in {c.index for c in classes}:
             bg_index = int(bg_hint["index"])
             classes.append(LabelClass(bg_index, bg_hint["name"], default_colour(bg_index), True))
@@ -163,7 +177,7 @@ def read_coco(
         fname = _field(im, "file_name", f"images[{i}] (id {iid})", path, str)
         if iid in images:
             raise AtrousReadError(f"{path}: image id {iid} appears twice")
-        img_path = base / fname
+        img_path = resolve_inside(base, fname, f"{path}: image id {iid}", allow_outside=allow_outside)
         if img_path in seen_files:
             raise AtrousReadError(f"{path}: file_name {fname!r} is used by images {seen_files[img_path]} and {iid}")
         seen_files[img_path] = iid
@@ -201,7 +215,7 @@ def read_coco(
         if cid not in index_of:
             raise AtrousReadError(f"{path}: {where} refers to category id {cid}, which is not in 'categories'")
         im = images[iid]
-        region = _decode_segmentation(seg, im["h"], im["w"], path, where, polygon_fill)
+        region = _decode_segmentation(seg, im["h"], im["w"], path, f"{where} (image {im['path'].name})", polygon_fill)
         if im["mask"] is None:
             im["mask"] = _start_mask(im["h"], im["w"], fill, im["void"], path, iid)
         im["mask"][region] = index_of[cid]
@@ -246,18 +260,25 @@ def _decode_segmentation(seg: Any, h: int, w: int, path: Path, where: str, polyg
             raise AtrousReadError(
                 f"{path}: {where}: polygon {k} has fewer than 3 points (or an odd number of coordinates)"
             )
-        if not all(np.isfinite(poly)):
-            raise AtrousReadError(f"{path}: {where}: polygon {k} has non-finite coordinates")
-        polys.append(poly)
+        try:
+            xy = np.array(poly, dtype=np.float64).reshape(-1, 2)
+        except OverflowError as e:
+            raise AtrousReadError(f"{path}: {where}: polygon {k} has a coordinate too large to read") from e
+        check_coordinates(xy, f"{path}: {where}: polygon {k}")
+        if wholly_outside(xy, w, h):
+            raise AtrousReadError(f"{path}: {where}: polygon {k} lies wholly outside the {w}x{h} image")
+        polys.append(clip_polygon(xy, w, h))
     if not polys:
         raise AtrousReadError(f"{path}: {where}: empty segmentation")
+    polys = [p for p in polys if len(p) >= 3]
+    check_fill_cost(polys, h, f"{path}: {where}", rows=polygon_fill == "labelme")
     if polygon_fill == "labelme":
         img = Image.new("L", (w, h), 0)
         draw = ImageDraw.Draw(img)
-        for poly in polys:
-            draw.polygon(list(zip(map(float, poly[0::2]), map(float, poly[1::2]))), outline=1, fill=1)
+        for xy in polys:
+            draw.polygon(list(map(tuple, xy.tolist())), outline=1, fill=1)
         return np.asarray(img, dtype=bool)
-    return polygons_to_mask(polys, h, w)
+    return polygons_to_mask([xy.ravel().tolist() for xy in polys], h, w)
 
 
 def export_coco(
@@ -269,8 +290,13 @@ def export_coco(
     per_class: bool = False,
     copy_images: bool = True,
     json_name: str = "annotations.json",
+    on_progress: Callable[[int, int, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ExportSummary:
-    """Export the masked images of ``project`` as ``OUT/annotations.json`` (+ ``OUT/images/``)."""
+    """Export the masked images of ``project`` as ``OUT/annotations.json`` (+ ``OUT/images/``).
+
+    ``on_progress`` and ``should_stop`` as for :func:`annotation.formats.voc.export_voc`.
+    """
     classes = project.classes()
     background = next((c for c in classes if c.is_background), None)
     cat_classes = [c for c in classes if not c.is_background]
@@ -297,6 +323,9 @@ def export_coco(
     skip = {VOID} | ({background.index} if background is not None else set())
     with ExportFolder(out) as folder:
         for image_id, (rec, name) in enumerate(zip(with_mask, names), start=1):
+            check_stop(should_stop)
+            if on_progress is not None:
+                on_progress(image_id - 1, len(with_mask), rec.name)
             mask = project.read_mask(rec.id)
             assert mask is not None
             file_name = f"{name}.png"
@@ -350,6 +379,7 @@ def export_coco(
                 )
                 ann_id += 1
         summary.annotations = ann_id - 1
+        check_stop(should_stop)
         folder.write(json_name, json.dumps(doc).encode("utf-8"))
         folder.write("classes.json", classes_json(classes))
     return summary

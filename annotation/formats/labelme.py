@@ -32,9 +32,20 @@ import numpy as np
 from PIL import Image, ImageDraw, UnidentifiedImageError
 
 from ..classes import IGNORE_NAME, make_class, read_class_file, read_json
-from ..errors import AtrousReadError
+from ..errors import AtrousReadError, ImageReadError
+from ..imageio import open_guarded, read_image_info, read_image_info_bytes
 from ..masks import VOID
 from . import ImportedItem, ImportResult
+from .guards import (
+    beyond_window,
+    check_coordinates,
+    check_fill_cost,
+    clip_polygon,
+    clip_segments,
+    is_inside,
+    resolve_inside,
+    wholly_outside,
+)
 
 LINE_WIDTH = 10
 POINT_SIZE = 5
@@ -69,24 +80,39 @@ def shape_to_mask(height: int, width: int, shape: dict[str, Any], path: Path, k:
                 f"{path}: shape {k} ({stype}) needs {'' if exact else 'at least '}{n} points, has {len(xy)}"
             )
 
+    what = f"{path}: shape {k} ({stype})"
+    pts = np.array(xy, dtype=np.float64).reshape(-1, 2)
+    check_coordinates(pts, what)
+
+    def inside(reach: float = 0.0) -> None:
+        if wholly_outside(pts, width, height, reach):
+            raise AtrousReadError(f"{what} lies wholly outside the {width}x{height} image")
+
     if stype == "circle":
         need(2)
         (cx, cy), (px, py) = xy
         d = math.hypot(cx - px, cy - py)
+        inside(d)
+        if beyond_window(pts[:1], width, height, d):  # PIL walks the whole ellipse: fill it here, row by row
+            r2 = d * d - (np.arange(height) - cy) ** 2
+            half = np.where(r2 >= 0, np.sqrt(np.maximum(r2, 0.0)), -1.0)
+            return np.abs(np.arange(width)[None, :] - cx) <= half[:, None]
         draw.ellipse([cx - d, cy - d, cx + d, cy + d], outline=1, fill=1)
     elif stype == "rectangle":
         need(2)
-        (x1, y1), (x2, y2) = xy
-        # Newer Pillow refuses x1 > x0; labelme's corners can come in any order.
+        inside()
+        # Clamped just past the edges: the pixels inside do not change. Newer Pillow refuses
+        # x1 > x0; labelme's corners can come in any order.
+        (x1, y1), (x2, y2) = np.clip(pts, -1.0, [width, height]).tolist()
         draw.rectangle([min(x1, x2), min(y1, y2), max(x1, x2), max(y1, y2)], outline=1, fill=1)
-    elif stype == "line":
-        need(2)
-        draw.line(xy=xy, fill=1, width=LINE_WIDTH)
-    elif stype == "linestrip":
-        need(2, exact=False)
-        draw.line(xy=xy, fill=1, width=LINE_WIDTH)
+    elif stype in ("line", "linestrip"):
+        need(2, exact=stype == "line")
+        inside(LINE_WIDTH)
+        for seg in clip_segments(pts, width, height):
+            draw.line(xy=list(map(tuple, seg.tolist())), fill=1, width=LINE_WIDTH)
     elif stype == "point":
         need(1)
+        inside(POINT_SIZE)
         cx, cy = xy[0]
         draw.ellipse([cx - POINT_SIZE, cy - POINT_SIZE, cx + POINT_SIZE, cy + POINT_SIZE], outline=1, fill=1)
     elif stype == "mask":
@@ -95,7 +121,11 @@ def shape_to_mask(height: int, width: int, shape: dict[str, Any], path: Path, k:
     elif stype == "polygon":
         if len(xy) < 3:
             raise AtrousReadError(f"{path}: shape {k} (polygon) has fewer than 3 points")
-        draw.polygon(xy=xy, outline=1, fill=1)
+        inside()
+        clipped = clip_polygon(pts, width, height)
+        check_fill_cost([clipped], height, what, rows=True)
+        if len(clipped) >= 3:
+            draw.polygon(xy=list(map(tuple, clipped.tolist())), outline=1, fill=1)
     else:
         raise AtrousReadError(f"{path}: shape {k} has unknown shape_type {stype!r}")
     return np.asarray(img, dtype=bool)
@@ -108,11 +138,13 @@ def _mask_shape(
     if not isinstance(data, str):
         raise AtrousReadError(f"{path}: shape {k} (mask) has no base64 'mask' data")
     try:
-        with Image.open(io.BytesIO(base64.b64decode(data, validate=False))) as im:
+        with open_guarded(io.BytesIO(base64.b64decode(data, validate=False)), f"{path}: shape {k} (mask)") as im:
             small = np.asarray(im.convert("L")) > 0
     except (binascii.Error, UnidentifiedImageError, OSError, ValueError) as e:
         raise AtrousReadError(f"{path}: shape {k} (mask): undecodable mask image ({e})") from e
     (x1, y1), (x2, y2) = [(int(x), int(y)) for x, y in xy]
+    if x2 < 0 or y2 < 0 or x1 >= width or y1 >= height:
+        raise AtrousReadError(f"{path}: shape {k} (mask) lies wholly outside the {width}x{height} image")
     if (y2 - y1 + 1, x2 - x1 + 1) != small.shape:
         raise AtrousReadError(
             f"{path}: shape {k} (mask): mask image is {small.shape[1]}x{small.shape[0]} but its box is {x2 - x1 + 1}x{y2 - y1 + 1}"
@@ -134,11 +166,61 @@ def _find_labels_file(src: Path) -> Path | None:
     return None
 
 
-def read_labelme(src: str | os.PathLike[str], classes_file: str | os.PathLike[str] | None = None) -> ImportResult:
+def _locate_image(data: dict[str, Any], path: Path, root: Path, allow_outside: bool) -> tuple[Path, bytes | None]:
+    """The image of a labelme file: ``imagePath`` (relative to the file) when it is there, else the
+    ``imageData`` copy in the file (also when ``imagePath`` leads outside ``root``: it is not read there)."""
+    name = data.get("imagePath")
+    if not isinstance(name, str) or not name:
+        raise AtrousReadError(f"{path}: 'imagePath' must be a non-empty string")
+    name = name.replace("\\", "/")
+    image_path = path.parent / name
+    outside = not allow_outside and not is_inside(image_path, root)
+    if outside and not isinstance(data.get("imageData"), str):
+        resolve_inside(path.parent, name, str(path), root=root, allow_outside=False)  # says why, naming both
+    if not outside and image_path.is_file():
+        return image_path, None
+    image_data = data.get("imageData")
+    if not isinstance(image_data, str):
+        raise AtrousReadError(f"{path}: image {image_path} not found and the file has no imageData")
+    try:
+        embedded = base64.b64decode(image_data, validate=False)
+    except (binascii.Error, ValueError) as e:
+        raise AtrousReadError(f"{path}: imageData is not valid base64 ({e})") from e
+    return (path.parent / Path(name).name if outside else image_path), embedded
+
+
+def _check_declared_size(w: int, h: int, image_path: Path, embedded: bytes | None, path: Path) -> None:
+    """Refuse ``imageWidth`` x ``imageHeight`` unless it is the image's size (upright, or as stored
+    for an EXIF-rotated image), read from the image's header."""
+    try:
+        if embedded is None:
+            info = read_image_info(image_path)
+        else:
+            info = read_image_info_bytes(embedded, f"{path}: imageData")
+    except ImageReadError as e:
+        raise AtrousReadError(f"{path}: image {e}") from e
+    stored = (info.height, info.width) if info.orientation >= 5 else (info.width, info.height)
+    if (w, h) not in {(info.width, info.height), stored}:
+        raise AtrousReadError(
+            f"{path}: imageWidth x imageHeight is {w}x{h} but the image "
+            f"{'in imageData' if embedded is not None else image_path.name} is {info.width}x{info.height}"
+        )
+
+
+def read_labelme(
+    src: str | os.PathLike[str],
+    classes_file: str | os.PathLike[str] | None = None,
+    *,
+    images_dir: str | os.PathLike[str] | None = None,
+    allow_outside: bool = False,
+) -> ImportResult:
     """Read labelme JSON files under ``src`` (a folder, searched recursively, or one file).
 
     JSON files without a ``shapes`` key are not labelme files and are skipped
     with a warning; anything malformed in a labelme file aborts with its name.
+    An ``imagePath`` must resolve inside ``images_dir`` (default: the labelme folder)
+    unless ``allow_outside``; when it does not, the file's embedded ``imageData`` is
+    used instead, and without one the file is refused.
     """
     src = Path(src)
     if src.is_file():
@@ -151,6 +233,7 @@ def read_labelme(src: str | os.PathLike[str], classes_file: str | os.PathLike[st
         folder = src
     else:
         raise AtrousReadError(f"{src}: no such file or folder")
+    root = Path(images_dir) if images_dir is not None else folder
     warnings: list[str] = []
     if classes_file is None:
         classes_file = _find_labels_file(folder)
@@ -177,19 +260,8 @@ def read_labelme(src: str | os.PathLike[str], classes_file: str | os.PathLike[st
         h, w = data.get("imageHeight"), data.get("imageWidth")
         if not isinstance(h, int) or not isinstance(w, int) or isinstance(h, bool) or h <= 0 or w <= 0:
             raise AtrousReadError(f"{path}: 'imageHeight' / 'imageWidth' must be positive integers")
-        image_path_s = data.get("imagePath")
-        if not isinstance(image_path_s, str) or not image_path_s:
-            raise AtrousReadError(f"{path}: 'imagePath' must be a non-empty string")
-        image_path = path.parent / image_path_s.replace("\\", "/")
-        embedded = None
-        if not image_path.is_file():
-            image_data = data.get("imageData")
-            if not isinstance(image_data, str):
-                raise AtrousReadError(f"{path}: image {image_path} not found and the file has no imageData")
-            try:
-                embedded = base64.b64decode(image_data, validate=False)
-            except (binascii.Error, ValueError) as e:
-                raise AtrousReadError(f"{path}: imageData is not valid base64 ({e})") from e
+        image_path, embedded = _locate_image(data, path, root, allow_outside)
+        _check_declared_size(w, h, image_path, embedded, path)  # before a (h, w) array is made
         label_map = np.full((h, w), 0 if bg is None else bg, dtype=np.uint8)
         for k, shape in enumerate(shapes):
             if not isinstance(shape, dict):

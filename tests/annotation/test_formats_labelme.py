@@ -176,12 +176,14 @@ def test_bad_labelme_files(tmp_path: Path) -> None:
     (tmp_path / "c" / "labels.txt").write_text("__ignore__\n_background_\ncat\n")
     with pytest.raises(AtrousReadError, match="'zebra', which is not in"):
         read_labelme(tmp_path / "c")
-    # A wrong imageHeight: the mask disagrees with the image and the import stops.
+    # A wrong imageHeight: refused against the image's header before any mask is made.
     path = _labelme_file(tmp_path / "d", [])
     doc = json.loads(path.read_text())
     doc["imageHeight"] = 21
     path.write_text(json.dumps(doc))
-    with pytest.raises(AtrousReadError, match="pic.json: mask is 30x21"):
+    with pytest.raises(
+        AtrousReadError, match="pic.json: imageWidth x imageHeight is 30x21 but the image pic.png is 30x20"
+    ):
         apply_import(tmp_path / "p", read_labelme(tmp_path / "d"))
     assert not (tmp_path / "p").exists()
 
