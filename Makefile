@@ -13,7 +13,7 @@ LINT := $(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)
 $(VENV)/.installed: pyproject.toml $(CONSTRAINTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip setuptools wheel
-	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[test]'
+	$(PY) -m pip install --quiet -c $(CONSTRAINTS) -e '.[test,cluster]'
 	touch $@
 
 run: $(VENV)/.installed

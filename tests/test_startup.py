@@ -35,7 +35,8 @@ try:
 except SystemExit as e:
     code = e.code
 with open(os.environ["REPORT"], "w") as fh:
-    json.dump({"code": code, "torch": "torch" in sys.modules, "torchvision": "torchvision" in sys.modules}, fh)
+    json.dump({"code": code, "torch": "torch" in sys.modules, "torchvision": "torchvision" in sys.modules,
+               "ray": "ray" in sys.modules}, fh)
 """
 
 # Opens the app through main.main([PROJECT]) and reports at the first Expose of a window.
@@ -51,7 +52,7 @@ class ReportOnExpose(QObject):
             names = [w.metaObject().className() for w in QApplication.topLevelWidgets() if w.isVisible()]
             with open(os.environ["REPORT"], "w") as fh:
                 json.dump({"torch": "torch" in sys.modules, "torchvision": "torchvision" in sys.modules,
-                           "windows": names}, fh)
+                           "ray": "ray" in sys.modules, "windows": names}, fh)
             os._exit(0)  # the window is up: that is all this check needs
         return False
 
@@ -147,6 +148,7 @@ def test_cli_commands_import_no_torch(tiny_project: Path, tmp_path: Path) -> Non
         result = _run(CLI, args, tmp_path)
         assert result["code"] in (0, None), (name, result)
         assert not result["torch"] and not result["torchvision"], f"`atrous {name}` imported torch"
+        assert not result["ray"], f"`atrous {name}` imported ray (only `prelabel --ray` may)"
     assert (tmp_path / "voc").is_dir() and (tmp_path / "imported").is_dir()  # the commands really ran
 
 
@@ -161,6 +163,7 @@ def test_first_window_imports_no_torch(tiny_project: Path, tmp_path: Path) -> No
     result = _run(FIRST_WINDOW, [str(tiny_project)], tmp_path)
     assert "MainWindow" in result["windows"]
     assert not result["torch"] and not result["torchvision"]
+    assert not result["ray"]
 
 
 def test_a_mistyped_command_is_an_error_not_a_window(capsys: pytest.CaptureFixture[str]) -> None:
