@@ -91,6 +91,10 @@ def read_json(path: str | os.PathLike[str]) -> object:
         raise AtrousReadError(
             f"{path}: invalid or truncated JSON ({e.msg} at line {e.lineno}, column {e.colno})"
         ) from e
+    except RecursionError as e:  # [[[[... nested past the parser's stack
+        raise AtrousReadError(f"{path}: JSON nested too deeply to read") from e
+    except ValueError as e:  # an integer longer than Python's digit limit for str -> int
+        raise AtrousReadError(f"{path}: unreadable JSON ({str(e).split(';')[0]})") from e
 
 
 def parse_class_lines(lines: Sequence[str], source: Path | str) -> tuple[list[LabelClass], set[str]]:
@@ -115,7 +119,7 @@ def parse_class_lines(lines: Sequence[str], source: Path | str) -> tuple[list[La
             void.add(name)
             continue
         if i >= VOID:
-            raise AtrousReadError(f"{source}: more than 255 classes (index 255 is void)")
+            raise AtrousReadError(f"{source}: {len(names)} classes; at most 255 fit (indices 0..254, 255 is void)")
         c = make_class(i, name)
         if c.is_background:
             if has_bg:
@@ -155,13 +159,17 @@ def read_class_file(path: str | os.PathLike[str]) -> tuple[list[LabelClass], set
     path = Path(path)
     if path.suffix.lower() == ".json":
         return _classes_from_json(read_json(path), path), set()
+    return parse_class_lines(read_text(path, "class list").splitlines(), path)
+
+
+def read_text(path: Path, what: str) -> str:
+    """A small text file the person wrote (UTF-8, a BOM allowed), or one clear error naming ``what`` it is."""
     try:
-        text = path.read_bytes().decode("utf-8-sig")
+        return path.read_bytes().decode("utf-8-sig")
     except OSError as e:
-        raise AtrousReadError(f"{path}: cannot read class list ({e.strerror or e})") from e
+        raise AtrousReadError(f"{path}: cannot read the {what} ({e.strerror or e})") from e
     except UnicodeDecodeError as e:
-        raise AtrousReadError(f"{path}: class list is not UTF-8 text (bad byte at offset {e.start})") from e
-    return parse_class_lines(text.splitlines(), path)
+        raise AtrousReadError(f"{path}: the {what} is not UTF-8 text (bad byte at offset {e.start})") from e
 
 
 def names_by_index(classes: Sequence[LabelClass]) -> list[str]:

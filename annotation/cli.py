@@ -9,7 +9,6 @@ commands so ``atrous --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import datetime
 from pathlib import Path
 
 from .errors import AtrousError
@@ -39,8 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--images",
         type=Path,
         required=True,
+        action="append",
         metavar="DIR",
-        help="folder of images (jpg, jpeg, png, bmp, tif, tiff, webp)",
+        help="folder of images (jpg, jpeg, png, bmp, tif, tiff, webp); repeat for several folders",
     )
     p.add_argument("--classes", type=Path, metavar="FILE", help="class list: one name per line, line number = index")
     p.set_defaults(func=cmd_new)
@@ -67,10 +67,17 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="voc: VOC root; coco: the JSON file; labelme: folder of JSONs; masks: folder of label PNGs",
     )
     p.add_argument(
-        "--images", type=Path, metavar="DIR", help="coco: where file_name is resolved; masks: the image folder"
+        "--images",
+        type=Path,
+        metavar="DIR",
+        help="coco: where file_name is resolved; labelme: the folder imagePath may lead into (default: SRC); "
+        "masks: the image folder (default: the project's images)",
     )
     p.add_argument(
-        "--classes", type=Path, metavar="FILE", help="class list file (masks: required unless names should be class_N)"
+        "--classes",
+        type=Path,
+        metavar="FILE",
+        help="class list file (masks: default the project's classes, else the names are class_N)",
     )
     p.add_argument("--void", type=int, metavar="N", help="masks: label value that means void/ignore (becomes 255)")
     p.add_argument("--status", default="reviewed", help="status of imported masks (default: reviewed)")
@@ -79,6 +86,12 @@ def register(sub: argparse._SubParsersAction) -> None:
         default="auto",
         choices=["auto", "coco", "labelme"],
         help="coco: polygon rasteriser: pycocotools (coco) or PIL like labelme (labelme); auto = labelme for labelme2coco files",
+    )
+    p.add_argument(
+        "--allow-outside",
+        action="store_true",
+        help="coco, labelme: read images the label file names outside the images folder "
+        "(absolute paths, '..', symlinks out); only for files you trust",
     )
     p.set_defaults(func=cmd_import)
 
@@ -107,36 +120,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("info", help="summarise a project")
+    p = sub.add_parser(
+        "info",
+        help="summarise a project",
+        description="Counts by status, class pixel shares, one line per model version, the last edits.",
+    )
     p.add_argument("project", type=Path)
+    p.add_argument("--json", action="store_true", help="everything, including each version's metrics, as JSON")
     p.set_defaults(func=cmd_info)
 
 
 def cmd_new(args: argparse.Namespace) -> int:
-    """``new PROJECT --images DIR [--classes FILE]``."""
+    """``new PROJECT --images DIR [--images DIR ...] [--classes FILE]``."""
     from .classes import read_class_file
-    from .project import Project
+    from .jobs import create_project, create_report
 
-    if not args.images.is_dir():
-        raise AtrousError(f"{args.images}: image folder not found")
     classes = read_class_file(args.classes)[0] if args.classes else []
-    created_root = not args.project.exists()
-    project = Project.create(args.project, classes=classes)
-    try:
-        result = project.add_images(args.images)
-    except BaseException:
-        project.close()
-        if created_root:
-            import shutil
-
-            shutil.rmtree(args.project, ignore_errors=True)
-        raise
-    project.close()
-    print(f"created {args.project}: {len(result.added)} images, {len(classes)} classes")
-    for p, why in result.skipped_unreadable:
-        print(f"  skipped unreadable {p}: {why}")
-    if result.skipped_duplicates:
-        print(f"  skipped {len(result.skipped_duplicates)} duplicate image(s) (same content)")
+    result = create_project(args.project, args.images, classes)
+    print("\n".join(create_report(args.project, result, len(classes))))
     return 0
 
 
@@ -154,107 +155,57 @@ def cmd_add(args: argparse.Namespace) -> int:
 
 def cmd_import(args: argparse.Namespace) -> int:
     """``import PROJECT --format F SRC ...``."""
-    from . import formats
-    from .project import STATUSES
+    from .jobs import ImportOptions, import_report, run_import
 
-    if args.status not in STATUSES:
-        raise AtrousError(f"unknown status {args.status!r}; use one of {', '.join(STATUSES)}")
-    fmt = args.format
-    if fmt == "voc":
-        from .formats.voc import read_voc
-
-        result = read_voc(args.src, args.classes)
-    elif fmt == "coco":
-        from .formats.coco import read_coco
-
-        result = read_coco(args.src, args.images, polygon_fill=args.polygon_fill)
-    elif fmt == "labelme":
-        from .formats.labelme import read_labelme
-
-        result = read_labelme(args.src, args.classes)
-    else:
-        from .formats.maskdir import read_mask_folder
-
-        if args.images is None:
-            raise AtrousError("--format masks needs --images DIR (the images the label PNGs belong to)")
-        result = read_mask_folder(args.src, args.images, args.classes, args.void)
-    summary = formats.apply_import(args.project, result, status=args.status, source=f"import {fmt} {args.src}")
-    for w in summary.warnings:
-        print(f"note: {w}")
-    print(
-        f"imported {fmt} from {args.src} into {args.project}: {summary.added} new image(s), "
-        f"{summary.updated} already present, {summary.with_mask} mask(s) ({args.status}), "
-        f"{summary.without_mask} without mask, {len(result.classes)} classes"
+    opts = ImportOptions(
+        fmt=args.format,
+        src=args.src,
+        images=args.images,
+        classes=args.classes,
+        void=args.void,
+        status=args.status,
+        polygon_fill=args.polygon_fill,
+        allow_outside=args.allow_outside,
     )
+    summary, result = run_import(args.project, opts)
+    print("\n".join(import_report(args.project, opts, summary, result)))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``export PROJECT --format voc|coco OUT ...``."""
-    from .project import Project
+    from .jobs import ExportOptions, export_report, run_export
 
     statuses = _statuses(args.status)
-    with Project.open(args.project) as project:
-        if args.format == "voc":
-            from .formats.voc import export_voc
-
-            s = export_voc(
-                project,
-                args.out,
-                statuses=statuses,
-                val_fraction=args.val_fraction,
-                seed=args.seed,
-                devkit=args.devkit,
-                lossless_images=args.lossless_images,
-            )
-            print(
-                f"exported {s.images} image(s) as VOC to {args.out}: {s.copied_images} copied, "
-                f"{s.reencoded_images} re-encoded; frame: upright"
-            )
-            if s.overflow_instances:
-                print(f"  {s.overflow_instances} instance(s) past 254 written as 255 in SegmentationObject")
-        else:
-            from .formats.coco import export_coco
-
-            s = export_coco(project, args.out, statuses=statuses, polygons=args.polygons, per_class=args.per_class)
-            print(
-                f"exported {s.images} image(s), {s.annotations} annotation(s) as COCO to {args.out}/annotations.json; frame: upright"
-            )
-            if args.polygons and s.inexact_polygons:
-                print(f"  {s.inexact_polygons} region(s) with holes kept as RLE (a polygon cannot be exact)")
-        if s.skipped_without_mask:
-            print(f"  {s.skipped_without_mask} selected image(s) without a mask were left out")
+    if not 0 <= args.val_fraction <= 1:  # nan too; checked before any image is encoded
+        raise AtrousError(f"--val-fraction must be in [0, 1], got {args.val_fraction}")
+    opts = ExportOptions(
+        fmt=args.format,
+        out=args.out,
+        statuses=tuple(statuses) if statuses else None,
+        polygons=args.polygons,
+        per_class=args.per_class,
+        seed=args.seed,
+        val_fraction=args.val_fraction,
+        devkit=args.devkit,
+        lossless_images=args.lossless_images,
+    )
+    summary = run_export(args.project, opts)
+    print("\n".join(export_report(opts, summary)))
     return 0
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    """``info PROJECT``: counts by status, class pixel shares, model versions, last edits."""
-    from .masks import VOID
+    """``info PROJECT [--json]``: counts by status, class pixel shares, model versions, last edits."""
+    import json
+
+    from .jobs import info_lines, project_info
     from .project import Project
 
     with Project.open(args.project) as project:
-        st = project.stats()
-        print(f"project {args.project}: {st.n_images} image(s), {st.n_masks} mask(s)")
-        print("status: " + ", ".join(f"{k} {v}" for k, v in st.by_status.items()))
-        print("classes:")
-        total = max(st.total_pixels, 1)
-        for c in project.classes():
-            share = st.class_pixels.get(c.index, 0) / total
-            bg = " (background)" if c.is_background else ""
-            print(f"  {c.index:3d} {c.name}{bg}  rgb{c.colour}  {share:6.1%}")
-        if st.class_pixels.get(VOID):
-            print(f"  255 void  {st.class_pixels[VOID] / total:6.1%}")
-        versions = project.model_versions()
-        active = project.active_model_version
-        print(f"model versions: {len(versions)}")
-        for mv in versions:
-            mark = " (active)" if active is not None and active.id == mv.id else ""
-            print(f"  {mv.id} {mv.name}{mark} {mv.checkpoint_path} {mv.metrics}")
-        edits = project.last_edits(10)
-        print("last edits:" if edits else "last edits: none")
-        for e in edits:
-            when = datetime.datetime.fromtimestamp(e.time).isoformat(sep=" ", timespec="seconds")
-            rec = project.image(e.image_id)
-            extra = f" {e.changed_pixels} px" if e.changed_pixels else ""
-            print(f"  {when} {rec.path} -> {e.status}{extra} ({e.source or 'edit'})")
+        info = project_info(project, args.project)
+        if args.json:
+            print(json.dumps(info, indent=1))
+        else:
+            print("\n".join(info_lines(info, project.model_versions())))
     return 0

@@ -47,6 +47,7 @@ from .records import (
     ModelVersion,
     ProjectStats,
 )
+from .records import check_database as _check_database
 from .records import check_status as _check_status
 from .records import half_made as _half_made
 from .records import remove_db_files as _remove_db
@@ -129,14 +130,14 @@ class Project(ProjectIndexMixin):
         conn = cls._connect(db)
         proj = cls(root, conn)
         try:
-            row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-        except sqlite3.Error as e:
+            _check_database(conn, db)  # damaged pages, an unknown schema version
+        except BaseException:
             proj.close()
-            raise AtrousReadError(f"{db}: not a readable project database ({e})") from e
-        if row is None or int(row[0]) > SCHEMA_VERSION:
-            proj.close()
-            raise AtrousReadError(f"{db}: unknown schema version {row[0] if row else None}")
+            raise
         proj._migrate()
+        from .class_edits import finish_interrupted_edit  # imports this module
+
+        finish_interrupted_edit(proj)  # a class edit a crash cut short
         return proj
 
     def _migrate(self) -> None:

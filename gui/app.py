@@ -14,17 +14,9 @@ log = logging.getLogger("atrous")
 
 
 def _setup_logging() -> Path:
-    from .settings import log_path
+    from .app_log import setup_logging
 
-    path = log_path()
-    if not any(
-        isinstance(h, logging.FileHandler) and getattr(h, "baseFilename", None) == str(path) for h in log.handlers
-    ):
-        handler = logging.FileHandler(path, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        log.addHandler(handler)
-        log.setLevel(logging.INFO)
-    return path
+    return setup_logging()
 
 
 def excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
@@ -55,30 +47,55 @@ def excepthook(exc_type: type[BaseException], exc: BaseException, tb: TracebackT
     )
 
 
+def startup_path() -> Path | None:
+    """What the app opens when started without a path.
+
+    The project opened last; on the very first start in this data folder, the
+    sample project (made then); afterwards, when the last project is gone, nothing
+    (an empty window whose File menu opens or makes one).
+    """
+    from annotation.layout import is_project
+
+    from .projects import ensure_sample_project
+    from .settings import is_first_start, last_project
+
+    last = last_project()
+    if last is not None and is_project(Path(last)):
+        return Path(last)
+    if is_first_start():
+        return ensure_sample_project()
+    return None
+
+
+def start_window(path: str | None = None):
+    """Make and show the main window on ``path`` (or :func:`startup_path`); a QApplication must exist."""
+    from . import dialogs
+    from .main_window import MainWindow
+    from .settings import mark_started
+
+    window = MainWindow()
+    opened = False
+    try:
+        target = startup_path() if path is None else path
+        opened = target is not None and window.open_path(str(target))
+    except AtrousError as e:
+        log.warning("start-up: %s", e)
+        dialogs.show_error(None, "Atrous", str(e))
+    if not opened:
+        window._update_status()  # says how to open or make a project
+    mark_started()
+    window.show()
+    return window
+
+
 def run_gui(path: str | None = None) -> int:
     """Open the desktop app (on ``path`` when given) and run the event loop."""
     from PySide6.QtWidgets import QApplication
-
-    from . import dialogs
-    from .main_window import MainWindow
-    from .projects import ensure_sample_project, open_or_create
 
     app = QApplication.instance() or QApplication(sys.argv[:1])
     app.setApplicationName("Atrous")
     app.setOrganizationName("Atrous")
     _setup_logging()
     sys.excepthook = excepthook
-
-    window = MainWindow()
-    try:
-        if path is None:
-            project = open_or_create(ensure_sample_project(), lambda _t: False)
-        else:
-            project = open_or_create(path, lambda text: dialogs.confirm(None, "Create a project?", text))
-    except AtrousError as e:
-        dialogs.show_error(None, "Atrous", str(e))
-        project = None
-    if project is not None:
-        window.set_project(project)
-    window.show()
+    window = start_window(path)  # noqa: F841  (kept alive while the loop runs)
     return app.exec()

@@ -5,7 +5,7 @@ thread count, glibc allocator settings, gigabytes of retained heap — out of th
 editor, and lets a person keep correcting masks while it runs. The child is the
 same command a person runs in a terminal, so the app and the CLI cannot drift.
 
-The child writes one JSON object per line on stdout (see ``model/cli.py``
+The child writes one JSON object per line on stdout (see ``model/finetune_cli.py``
 ``cmd_finetune``); this module parses them into signals. Cancelling sends SIGINT,
 which the command treats like Ctrl-C: it stops after the current step and keeps
 the best checkpoint so far as a (not activated) model version. A second cancel,
@@ -29,6 +29,8 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QProcess, QProcessEnvironment, QTimer, Signal
+
+from .app_log import log_error, log_info
 
 #: How long a cancelled child may take to finish its step and save before it is killed.
 KILL_AFTER_MS = 120_000
@@ -194,6 +196,7 @@ class FinetuneProcess(QObject):
         proc.errorOccurred.connect(self._on_process_error)
         self.proc = proc
         program, args = self.program()
+        log_info("fine-tune", f"started for {self.project_root}: finetune {' '.join(self.arguments)}")
         proc.start(program, args)
 
     # ---- state
@@ -316,6 +319,7 @@ class FinetuneProcess(QObject):
         self._kill_timer.stop()
         if self.outcome is not None:
             self._ended = True
+            self._log_outcome()
             self.result.emit(self.outcome)
             self.finished.emit()
         elif self.error_message is not None:
@@ -324,6 +328,7 @@ class FinetuneProcess(QObject):
             # stopped (or killed after a cancel) before it had anything worth keeping
             self.outcome = FinetuneOutcome(None, None, None, stopped=True)
             self._ended = True
+            self._log_outcome()
             self.result.emit(self.outcome)
             self.finished.emit()
         else:
@@ -338,7 +343,23 @@ class FinetuneProcess(QObject):
         tail = f": {last}" if last and status != QProcess.ExitStatus.CrashExit else ""
         return f"the fine-tune process stopped unexpectedly ({how}){tail}; the active model is unchanged"
 
+    def _log_outcome(self) -> None:
+        o = self.outcome
+        assert o is not None
+        if o.version_id is None:
+            log_info("fine-tune", f"{self.project_root}: stopped before it had a checkpoint worth keeping")
+        else:
+            miou = "n/a" if o.best_miou is None else f"{o.best_miou:.3f}"
+            log_info(
+                "fine-tune",
+                f"{self.project_root}: saved model version v{o.version_id} (val mIoU {miou}, "
+                f"{o.iterations} iterations in {o.seconds:.0f} s{', stopped early' if o.stopped else ''}"
+                f"{', activated' if o.activated else ', not activated'})",
+            )
+
     def _finish_with_error(self, message: str) -> None:
+        tail = self.stderr_tail()
+        log_error("fine-tune", f"{self.project_root}: {message}" + (f"\nlast output:\n{tail}" if tail else ""))
         self._ended = True
         self._kill_timer.stop()
         self.error_message = message

@@ -10,8 +10,9 @@ module each:
 * ``window_documents``: one undoable document per visited image, switching
   images, saving and the autosave policy (every write goes through
   ``Project.save_mask``: atomic PNG, then one DB transaction);
-* ``window_model``: the model panel, pre-labelling, the confidence overlay and
-  the fine-tune dialog.
+* ``window_model``: the model panel, pre-labelling, class mapping, the confidence
+  overlay and the fine-tune dialog;
+* ``window_learn``: "Learn from my strokes" (a pixel classifier previewing this image).
 """
 
 from __future__ import annotations
@@ -19,9 +20,19 @@ from __future__ import annotations
 from collections import OrderedDict
 
 import numpy as np
-from PySide6.QtCore import QByteArray, QTimer
-from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QKeySequence
-from PySide6.QtWidgets import QCheckBox, QComboBox, QFileDialog, QLabel, QListWidgetItem, QMainWindow, QSpinBox
+from PySide6.QtCore import QByteArray, QRect, QTimer
+from PySide6.QtGui import QAction, QActionGroup, QCloseEvent, QGuiApplication, QKeySequence
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QListWidgetItem,
+    QMainWindow,
+    QSpinBox,
+    QToolBar,
+)
 
 from annotation.editing import VOID
 from annotation.errors import AtrousError
@@ -30,6 +41,7 @@ from annotation.project import ImageRecord, LabelClass, Project
 from . import dialogs
 from .canvas import Canvas
 from .document import MaskDocumentModel
+from .help_dialogs import add_help_menu
 from .model_worker import PrelabelResult
 from .prelabel import PrelabelController
 from .projects import open_or_create
@@ -39,14 +51,17 @@ from .window_classes import ClassesMixin
 from .window_common import ROLE_ID, SORT_NAME, SORT_UNCERTAIN
 from .window_documents import DocumentsMixin
 from .window_images import ImagesMixin
+from .window_learn import LearnMixin
 from .window_model import ModelMixin
 from .workers import ImageCache
 
 #: Save this long after the last edit.
 AUTOSAVE_MS = 2000
+#: The status bar of an empty window.
+NO_PROJECT_HINT = "No project open: File -> New project… (Ctrl+N) or Open project or image folder… (Ctrl+O)"
 
 
-class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, QMainWindow):
+class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, LearnMixin, QMainWindow):
     """The editor window. ``project`` may be None (an empty window with the File menu).
 
     The mixins come before QMainWindow so that their methods win over Qt's of the same
@@ -79,19 +94,24 @@ class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, QMainWin
         self._pending_results: list[PrelabelResult] = []
         self._batch_label = ""
         self._model_classes: list[str] | None = None
+        #: actions that need an open project (disabled without one); add yours here
+        self.project_actions: list[QAction] = []
 
         self._build_actions()
         self._build_image_dock()
         self._build_class_dock()
         self._build_model_dock()
         self._build_status_bar()
+        self._build_view_and_help_menus()
         self._restore_settings()
 
         self.canvas.cursorMoved.connect(self._on_cursor)
         self.canvas.viewChanged.connect(self._update_status)
         self.canvas.reviewRequested.connect(self.mark_reviewed)
         self.tools.changed.connect(self._tools_changed)
-        self.resize(1280, 820)
+        if not self._geometry_restored:
+            self._default_geometry()
+        self._update_project_actions()
         if project is not None:
             self.set_project(project)
 
@@ -109,10 +129,18 @@ class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, QMainWin
 
     def _build_actions(self) -> None:
         m_file = self.menuBar().addMenu("&File")
+        from . import new_project_dialog, transfer_dialog  # the File menu's dialogs
+
+        m_file.addAction(self._action("New project…", lambda: new_project_dialog.open_new_project(self), "Ctrl+N"))
         m_file.addAction(self._action("Open project or image folder…", self.open_dialog, "Ctrl+O"))
         self.recent_menu = m_file.addMenu("Open recent")
         self.recent_menu.aboutToShow.connect(self._fill_recent_menu)
-        m_file.addAction(self._action("Save mask now", lambda: self.save_current(), "Ctrl+S"))
+        self.act_save = self._action("Save mask now", lambda: self.save_current(), "Ctrl+S")
+        m_file.addAction(self.act_save)
+        m_file.addSeparator()
+        self.act_import = self._action("Import labels…", lambda: transfer_dialog.open_import(self))
+        self.act_export = self._action("Export masks…", lambda: transfer_dialog.open_export(self))
+        m_file.addActions([self.act_import, self.act_export])
         m_file.addSeparator()
         m_file.addAction(self._action("Quit", self.close, "Ctrl+Q"))
 
@@ -129,6 +157,9 @@ class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, QMainWin
             (Tool.ERASER, "Eraser", "E"),
             (Tool.FILL, "Fill", "F"),
             (Tool.POLYGON, "Polygon", "P"),
+            (Tool.WAND, "Magic wand", "W"),
+            (Tool.SUPERPIXEL, "Superpixel brush", "S"),
+            (Tool.GRABCUT, "GrabCut", "G"),
         ):
             act = self._action(f"{text}", lambda _=False, t=tool: setattr(self.tools, "tool", t), key, checkable=True)
             group.addAction(act)
@@ -138,10 +169,19 @@ class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, QMainWin
         m_tools.addSeparator()
         m_tools.addAction(self._action("Smaller brush", lambda: self.tools.grow(-1), "["))
         m_tools.addAction(self._action("Larger brush", lambda: self.tools.grow(1), "]"))
-        for i in range(10):
-            self._action(f"Class {i}", lambda _=False, i=i: self.select_class(i), str(i))
+        m_tools.addAction(
+            self._action("Superpixels coarse / medium / fine", lambda: self.tools.next_granularity(), "Shift+S")
+        )
+        self.act_superpixels = self._action(
+            "Show superpixel boundaries", lambda on: setattr(self.tools, "show_superpixels", on), "V", checkable=True
+        )
+        m_tools.addAction(self.act_superpixels)
+        for i in range(20):  # 0..9, then Shift+0..9 for 10..19; "/" picks any class by name
+            key = str(i) if i < 10 else f"Shift+{i - 10}"
+            self._action(f"Class {i}", lambda _=False, i=i: self.select_class(i), key)
+        self._build_class_menu(self.menuBar().addMenu("&Classes"))
 
-        m_view = self.menuBar().addMenu("&View")
+        m_view = self.view_menu = self.menuBar().addMenu("&View")
         self.act_overlay = self._action("Show mask overlay", self._toggle_overlay, "O", checkable=True)
         self.act_overlay.setChecked(True)
         self.act_outline = self._action("Outline only", self._toggle_outline, "Shift+O", checkable=True)
@@ -172,6 +212,7 @@ class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, QMainWin
         m_model.addAction(self.act_confidence)
         m_model.addSeparator()
         m_model.addAction(self.act_finetune)
+        m_model.addAction(self._action("Learn from my strokes", self.learn_from_strokes))
         self.act_prelabel.setToolTip("Pre-label this image with the model chosen in the Model panel (Ctrl+L)")
 
         tb = self.addToolBar("Tools")
@@ -194,13 +235,24 @@ class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, QMainWin
         self.void_check = QCheckBox("Eraser paints void")
         self.void_check.toggled.connect(lambda on: setattr(self.tools, "erase_to_void", on))
         tb.addWidget(self.void_check)
-        tb.addSeparator()
+        self.tools_toolbar = tb
+        # A second tool bar for the image at hand: on a narrow screen it takes its own row
+        # (see _default_geometry) instead of hiding buttons behind an overflow arrow.
+        tb = self.image_toolbar = self.addToolBar("Image")
+        tb.setObjectName("image_toolbar")
         tb.addActions([self.act_undo, self.act_redo])
         tb.addSeparator()
+        self.act_prev.setIconText("Previous")
+        self.act_next.setIconText("Next")
+        self.act_review.setIconText("Reviewed, next")
         tb.addActions([self.act_prev, self.act_next, self.act_review])
         tb.addSeparator()
         self.act_prelabel.setIconText("Pre-label")
+        self.act_confidence.setIconText("Low confidence")
         tb.addActions([self.act_prelabel, self.act_confidence])
+        for act in (self.act_prev, self.act_next, self.act_review, self.act_confidence):
+            keys = " or ".join(k.toString(QKeySequence.SequenceFormat.NativeText) for k in act.shortcuts())
+            act.setToolTip(f"{act.text()} ({keys})")
 
     def _build_status_bar(self) -> None:
         sb = self.statusBar()
@@ -213,13 +265,71 @@ class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, QMainWin
             lbl.setMinimumWidth(90)
             sb.addPermanentWidget(lbl)
 
+    def _build_view_and_help_menus(self) -> None:
+        """View lists every dock and tool bar (one closed with × comes back from here); then Help."""
+        self.view_menu.addSeparator()
+        for dock in self.findChildren(QDockWidget):
+            act = dock.toggleViewAction()
+            act.setText(f"{dock.windowTitle()} panel")
+            self.view_menu.addAction(act)
+        for bar in self.findChildren(QToolBar):
+            act = bar.toggleViewAction()
+            act.setText(f"{bar.windowTitle()} tool bar")
+            self.view_menu.addAction(act)
+        add_help_menu(self)
+
+    def _default_geometry(self, avail: QRect | None = None) -> None:
+        """The first window: as large as comfortable, but inside the screen's free area ``avail``
+        (status bar included) on 1280x800 and 1366x768 screens; the Image tool bar gets its own
+        row if the two tool bars would not fit side by side."""
+        if avail is None:
+            screen = self.screen() or QGuiApplication.primaryScreen()
+            avail = screen.availableGeometry() if screen is not None else QRect(0, 0, 1280, 800)
+        # Leave room for the window frame and title bar, which the window manager adds outside.
+        w = min(1400, avail.width() - 16)
+        h = min(900, avail.height() - 48)
+        self.resize(w, h)
+        self.move(avail.x() + (avail.width() - w) // 2, avail.y() + max(0, (avail.height() - h - 32) // 2))
+        need = self.tools_toolbar.sizeHint().width() + self.image_toolbar.sizeHint().width() + 16
+        if need > w and not self.toolBarBreak(self.image_toolbar):
+            self.insertToolBarBreak(self.image_toolbar)
+        elif need <= w and self.toolBarBreak(self.image_toolbar):
+            self.removeToolBarBreak(self.image_toolbar)
+
+    def _update_project_actions(self) -> None:
+        """What acts on a project is disabled in an empty window and enabled when one opens."""
+        has = self.project is not None
+        for act in (
+            self.act_save,
+            self.act_undo,
+            self.act_redo,
+            self.act_prev,
+            self.act_next,
+            self.act_review,
+            self.act_prelabel,
+            self.act_prelabel_sel,
+            self.act_prelabel_new,
+            self.act_confidence,
+            self.act_finetune,
+            *self.tool_actions.values(),
+            *self.project_actions,
+        ):
+            act.setEnabled(has and not (self.prelabel.running and act in self._batch_actions()))
+        for w in (self.size_spin, self.lock_combo, self.void_check):
+            w.setEnabled(has)
+        for dock in self.findChildren(QDockWidget):
+            if dock.widget() is not None:
+                dock.widget().setEnabled(has)
+
+    def _batch_actions(self) -> tuple[QAction, ...]:
+        return (self.act_prelabel, self.act_prelabel_sel, self.act_prelabel_new, self.act_finetune)
+
     # ================================================================ settings
 
     def _restore_settings(self) -> None:
         s = settings()
         geo = s.value("window/geometry")
-        if isinstance(geo, QByteArray):
-            self.restoreGeometry(geo)
+        self._geometry_restored = isinstance(geo, QByteArray) and self.restoreGeometry(geo)
         state = s.value("window/state")
         if isinstance(state, QByteArray):
             self.restoreState(state)
@@ -297,6 +407,7 @@ class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, QMainWin
         self.model_panel.reset()  # nothing it said about the previous project's model holds here
         self._fill_models(keep_choice=False)
         remember_project(project.root)
+        self._update_project_actions()
         self.setWindowTitle(f"Atrous — {project.root.name}")
         self._load_classes()
         self._fill_image_list()
@@ -311,7 +422,11 @@ class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, QMainWin
 
     def open_path(self, path: str) -> bool:
         """Open a project or image folder (asking before making a project of a folder)."""
-        proj = open_or_create(path, lambda text: dialogs.confirm(self, "Create a project?", text))
+        proj = open_or_create(
+            path,
+            lambda text: dialogs.confirm(self, "Create a project?", text),
+            lambda text, lines: dialogs.show_list(self, "Some images were not added", text, lines),
+        )
         if proj is None:
             return False
         self.set_project(proj)
@@ -362,6 +477,9 @@ class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, QMainWin
             self.lbl_save.setText("")
         else:
             self.lbl_save.setText("● unsaved" if m.dirty else "✓ saved")
+        if self.project is None:
+            self.statusBar().showMessage(NO_PROJECT_HINT)
+            return
         self.statusBar().showMessage(
             f"{self.tools.tool.value} · {self._class_name(self.tools.paint_value())} · size {self.tools.radius * 2:.0f}px"
         )
@@ -369,6 +487,10 @@ class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, QMainWin
     # ================================================================ closing
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        job = getattr(self, "_job_dialog", None)  # a running new project, import or export asks first
+        if job is not None and not job.ask_cancel():  # idle: stops a folder scan; running: asks
+            event.ignore()
+            return
         finetune = getattr(self, "_finetune_dialog", None)
         if finetune is not None and finetune.running and not self.ask_stop_finetune():
             event.ignore()  # keep editing; the training goes on

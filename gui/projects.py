@@ -8,10 +8,12 @@ from pathlib import Path
 
 from annotation.classes import LabelClass, read_class_file
 from annotation.errors import AtrousError, AtrousReadError
+from annotation.jobs import create_project
 from annotation.layout import is_project
 from annotation.masks import read_mask_png
 from annotation.project import Project, scan_images
 
+from .app_log import log_error
 from .settings import SAMPLES, data_dir
 
 SAMPLE_PROJECT_NAME = "Sample project"
@@ -57,9 +59,14 @@ def ensure_sample_project(root: Path | None = None) -> Path:
     return root
 
 
-def open_or_create(path: str | Path, confirm: Callable[[str], bool]) -> Project | None:
+def open_or_create(
+    path: str | Path, confirm: Callable[[str], bool], report: Callable[[str, list[str]], None] | None = None
+) -> Project | None:
     """Open the project at ``path``; a plain image folder becomes a project if ``confirm`` agrees.
 
+    When some of the folder's image files could not be added (unreadable, or the same
+    picture twice), ``report(text, lines)`` is told which and why, one line per file,
+    and the unreadable ones are logged.
     Returns ``None`` when the person declined. Raises AtrousError for anything else.
     """
     p = Path(path)
@@ -71,10 +78,27 @@ def open_or_create(path: str | Path, confirm: Callable[[str], bool]) -> Project 
     if n == 0:
         raise AtrousError(f"{p} holds no images and is not an Atrous project")
     if not confirm(
-        f"{p} is not an Atrous project yet.\n\nCreate a project there with its {n} image(s)? "
+        f"{p} is not an Atrous project yet.\n\nCreate a project there with its {n} image file(s)? "
         "The images are referenced in place, not copied or changed."
     ):
         return None
-    proj = Project.create(p, DEFAULT_CLASSES)
-    proj.add_images(p)
+    result = create_project(p, [p], DEFAULT_CLASSES)  # the `new` command's job: all or nothing
+    proj = Project.open(p)
+    lines = [f"{_relative(f, p)}: not readable ({why})" for f, why in result.skipped_unreadable]
+    lines += [f"{_relative(f, p)}: the same picture as another file" for f in result.skipped_duplicates]
+    for line in lines[: len(result.skipped_unreadable)]:
+        log_error("project", f"{p}: {line}")
+    if lines and report is not None:
+        report(
+            f"The project holds {len(result.added)} of the folder's {n} image file(s); "
+            f"{len(lines)} were not added:\n\n" + "\n".join(lines[:10]) + ("\n…" if len(lines) > 10 else ""),
+            lines,
+        )
     return proj
+
+
+def _relative(f: Path, root: Path) -> str:
+    try:
+        return str(f.relative_to(root))
+    except ValueError:
+        return str(f)

@@ -39,7 +39,7 @@ def settings() -> QSettings:
 
 
 def log_path() -> Path:
-    """The log file unexpected errors are written to."""
+    """The log file (``atrous.log``): unexpected errors and every worker's failures."""
     return data_dir() / "atrous.log"
 
 
@@ -57,4 +57,22 @@ def remember_project(path: str | os.PathLike[str]) -> None:
     items = [p] + [q for q in recent_projects() if q != p]
     s = settings()
     s.setValue("recent_projects", items[:MAX_RECENT])
+    s.sync()
+
+
+def last_project() -> str | None:
+    """The project opened last (None when there is none, or it no longer exists)."""
+    recent = recent_projects()
+    return recent[0] if recent else None
+
+
+def is_first_start() -> bool:
+    """True until :func:`mark_started` was called once in this data folder."""
+    return str(settings().value("app/started", "false")).lower() != "true"
+
+
+def mark_started() -> None:
+    """Remember that the app has started here (the sample project opens only on the very first start)."""
+    s = settings()
+    s.setValue("app/started", "true")
     s.sync()

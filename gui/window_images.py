@@ -67,6 +67,9 @@ class ImagesMixin:
         self.image_list.setSelectionMode(QAbstractItemView.SelectionMode.ExtendedSelection)
         # Keys belong to the canvas (D/A, Space); the list is driven by mouse and shortcuts.
         self.image_list.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        # A narrow list shortens the middle of a long name, never the status and confidence at the end.
+        self.image_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
+        self.image_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.image_list.currentItemChanged.connect(self._list_current_changed)
         self.progress_label = QLabel()
         lay.addWidget(self.search_edit)

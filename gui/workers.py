@@ -18,6 +18,8 @@ from PySide6.QtCore import QObject, QRunnable, QThreadPool, Signal
 from annotation.imageio import load_image
 from annotation.masks import read_mask_png
 
+from .app_log import log_error
+
 
 @dataclass(frozen=True)
 class LoadRequest:
@@ -89,6 +91,7 @@ class ImageCache(QObject):
         self._signals.loaded.connect(self._on_loaded)
         self._signals.failed.connect(self._on_failed)
         self._closed = False
+        self._logged: set[str] = set()
 
     def __contains__(self, image_id: int) -> bool:
         return image_id in self._items
@@ -99,7 +102,11 @@ class ImageCache(QObject):
         if hit is not None:
             self._items.move_to_end(req.image_id)
             return hit
-        result = decode(req)
+        try:
+            result = decode(req)
+        except Exception as e:
+            self._log_failure(str(e))
+            raise
         self._put(result)
         return result
 
@@ -139,5 +146,12 @@ class ImageCache(QObject):
         self.prefetched.emit(item.image_id)
 
     def _on_failed(self, image_id: int, message: str) -> None:
-        # A prefetch failure is not shown: opening that image will report it properly.
+        # A prefetch failure is not shown: opening that image will report it properly. It is logged.
         self._pending.discard(image_id)
+        self._log_failure(message)
+
+    def _log_failure(self, message: str) -> None:
+        """Write an unreadable image to atrous.log (the readers' messages name the file), once each."""
+        if message not in self._logged:
+            self._logged.add(message)
+            log_error("image", message)

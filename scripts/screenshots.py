@@ -46,6 +46,8 @@ def main() -> int:
         print(f"wrote {OUT / name}")
 
     shot("01-first-start.png")
+    small_screen_shots(app, win)
+    help_shots(app, win)
 
     # Paint the person class over the astronaut's helmet with a few strokes.
     c = win.canvas
@@ -69,7 +71,10 @@ def main() -> int:
     QTest.keyClick(c, Qt.Key.Key_O, Qt.KeyboardModifier.ShiftModifier)
     c.fit()
 
+    smart_tool_shots(app, win, shot)
     model_shots(app, win, shot)
+    class_shots(app, win, shot)
+    transfer_shots(app, win, Path(tmp.name))
 
     win.close()
     tmp.cleanup()
@@ -137,5 +142,174 @@ def model_shots(app, win, shot) -> None:
     win.set_confidence_visible(False)
 
 
+def smart_tool_shots(app, win, shot) -> None:
+    """Magic wand, superpixel brush and GrabCut previews; each is cancelled or undone afterwards."""
+    import time
+
+    from PySide6.QtCore import QPoint, Qt
+    from PySide6.QtTest import QTest
+
+    c = win.canvas
+
+    def open_image(stem: str) -> None:
+        rec = next(r for r in win.project.images() if Path(r.path).stem == stem)
+        win.show_image(rec.id)
+        c.fit()
+
+    def wait(ready, seconds: float = 60) -> None:
+        end = time.monotonic() + seconds
+        while not ready() and time.monotonic() < end:
+            app.processEvents()
+            time.sleep(0.02)
+
+    def at(x: float, y: float) -> QPoint:
+        return c.image_to_widget(x, y).toPoint()
+
+    before = (win.current_id, win.tools.class_value, win.tools.radius)
+    # The sample masks cover these objects already: hide the overlay so the previews stand out.
+    QTest.keyClick(c, Qt.Key.Key_O)
+
+    # Wand: press on the cup's rim and drag right to widen the tolerance.
+    open_image("coffee")
+    QTest.keyClick(c, Qt.Key.Key_W)
+    win.select_class(3)
+    win.tools.wand_tolerance = 20
+    QTest.mousePress(c, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, at(300, 60))
+    QTest.mouseMove(c, at(300, 60) + QPoint(40, 0))
+    shot("06-magic-wand.png")
+    QTest.keyClick(c, Qt.Key.Key_Escape)
+    QTest.mouseRelease(c, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, at(300, 60) + QPoint(40, 0))
+
+    # GrabCut: a box around the cat's head, previewed before Enter.
+    open_image("chelsea")
+    QTest.keyClick(c, Qt.Key.Key_G)
+    win.select_class(2)
+    QTest.mousePress(c, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, at(20, 5))
+    QTest.mouseMove(c, at(200, 150))
+    QTest.mouseRelease(c, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, at(370, 295))
+    wait(lambda: not c.smart.gc_busy)
+    QTest.mouseMove(c, at(440, 20))
+    shot("08-grabcut.png")
+    QTest.keyClick(c, Qt.Key.Key_Escape)
+    QTest.keyClick(c, Qt.Key.Key_O)
+
+    # Superpixels: boundaries on, one stroke of sky over the rocket photo's unlabelled corner, then undone.
+    open_image("rocket")
+    QTest.keyClick(c, Qt.Key.Key_S)
+    QTest.keyClick(c, Qt.Key.Key_V)
+    wait(lambda: c.smart.current_superpixels() is not None)
+    win.select_class(4)
+    win.tools.radius = 4
+    pts = [at(x, 15 + (x - 540) // 3) for x in range(540, 636, 6)]
+    QTest.mousePress(c, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pts[0])
+    for p in pts[1:]:
+        QTest.mouseMove(c, p)
+    QTest.mouseRelease(c, Qt.MouseButton.LeftButton, Qt.KeyboardModifier.NoModifier, pts[-1])
+    shot("07-superpixel-brush.png")
+    win.undo()
+    QTest.keyClick(c, Qt.Key.Key_V)
+    QTest.keyClick(c, Qt.Key.Key_B)
+    if before[0] is not None:
+        win.show_image(before[0])
+    win.select_class(before[1])
+    win.tools.radius = before[2]
+    c.fit()
+
+
+def small_screen_shots(app, win) -> None:
+    """The first window as it opens on 1280x800 and 1366x768 screens (its default geometry there)."""
+    from PySide6.QtCore import QRect
+
+    size = win.size()
+    for w, h in ((1280, 800), (1366, 768)):
+        win._default_geometry(QRect(0, 0, w, h))
+        app.processEvents()
+        win.grab().save(str(OUT / f"window-{w}x{h}.png"))
+        print(f"wrote {OUT / f'window-{w}x{h}.png'}")
+    win.resize(size)
+    app.processEvents()
+
+
+def help_shots(app, win) -> None:
+    """Help -> Keys and Help -> How the loop works."""
+    from gui.help_dialogs import KeysDialog, LoopDialog
+
+    for dlg, name in ((KeysDialog(win), "help-keys.png"), (LoopDialog(win), "help-loop.png")):
+        dlg.show()
+        app.processEvents()
+        dlg.grab().save(str(OUT / name))
+        print(f"wrote {OUT / name}")
+        dlg.close()
+
+
+def class_shots(app, win, shot) -> None:
+    """The class dialogs: adding a pasted list, the panel with keys past 9, deleting a class."""
+    from gui.class_dialogs import AddClassesDialog, DeleteClassDialog
+
+    names = ["building", "pole", "road", "sidewalk", "tree", "sign", "fence", "car", "pedestrian", "bicyclist", "lane"]
+    dlg = AddClassesDialog(win, win._classes, names)
+    dlg.show()
+    app.processEvents()
+    dlg.grab().save(str(OUT / "classes-add.png"))
+    print(f"wrote {OUT / 'classes-add.png'}")
+    dlg.close()
+    win.add_classes(names)
+    win.select_class(14)
+    shot("classes-panel.png")
+    dlg = DeleteClassDialog(win, win._classes, 3, merge=False)
+    dlg.show()
+    app.processEvents()
+    dlg.grab().save(str(OUT / "classes-delete.png"))
+    print(f"wrote {OUT / 'classes-delete.png'}")
+    dlg.close()
+
+
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def transfer_shots(app, win, tmp: Path) -> None:
+    """File -> New project (summary before Create), Import labels, and Export masks after a run."""
+    import time
+
+    from gui.new_project_dialog import NewProjectDialog
+    from gui.settings import SAMPLES
+    from gui.transfer_dialog import ExportDialog, ImportDialog
+
+    def wait(busy, seconds: float = 60) -> None:
+        end = time.monotonic() + seconds
+        while busy() and time.monotonic() < end:
+            app.processEvents()
+            time.sleep(0.01)
+        app.processEvents()
+
+    def grab(dlg, name: str) -> None:
+        app.processEvents()
+        dlg.grab().save(str(OUT / name))
+        print(f"wrote {OUT / name}")
+
+    dlg = NewProjectDialog(win)
+    dlg.show()
+    dlg.add_folder(win.project.root / "images")
+    dlg.set_root(tmp / "my project")
+    dlg.load_class_file(SAMPLES / "classes.json")
+    wait(lambda: dlg._scan is None)
+    grab(dlg, "new-project.png")
+    dlg.close()
+
+    dlg = ImportDialog(win)
+    dlg.format_combo.setCurrentIndex(dlg.format_combo.findData("masks"))
+    dlg.src_edit.setText(str(tmp / "labels"))
+    dlg.void_spin.setValue(11)
+    dlg.show()
+    grab(dlg, "import.png")
+    dlg.close()
+
+    dlg = ExportDialog(win)
+    dlg.out_edit.setText(str(tmp / "export-voc"))
+    dlg.devkit_check.setChecked(True)
+    dlg.show()
+    dlg.start()
+    wait(lambda: dlg.running)
+    grab(dlg, "export.png")
+    dlg.close()

@@ -19,7 +19,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -65,7 +65,9 @@ class ImportedItem:
     image_path: Path
     mask: np.ndarray | None
     source: Path  # the label file it came from, for messages
-    embedded_image: bytes | None = None  # image bytes from the label file when the image file is missing
+    #: image bytes from the label file, used instead of ``image_path`` (which then only names it):
+    #: the image file is missing, or lies outside the folder the import may read
+    embedded_image: bytes | None = None
 
 
 @dataclass
@@ -75,6 +77,8 @@ class ImportResult:
     items: list[ImportedItem]
     classes: list[LabelClass]
     warnings: list[str] = field(default_factory=list)
+    #: True when the reader had no class list and made the names up (the values are all it knows)
+    classes_guessed: bool = False
 
 
 @dataclass
@@ -116,30 +120,61 @@ def unique_names(stems: Sequence[str]) -> list[str]:
     return out
 
 
-def _merge_classes(existing: list[LabelClass], imported: list[LabelClass], source: str) -> list[LabelClass] | None:
-    """The class list after an import, or None when the project's list stays as it is."""
+class Cancelled(AtrousError):
+    """An import or export was stopped by the person; nothing of it was written."""
+
+
+def _merge_classes(
+    existing: list[LabelClass], imported: list[LabelClass], source: str, *, guessed: bool = False
+) -> tuple[list[LabelClass] | None, np.ndarray | None, list[str]]:
+    """The class list after an import (None: the project's stays), a value map for the masks (None: unchanged)
+    and notes on what changed.
+
+    Classes are matched by name (an imported background class matches the project's background),
+    so labels whose indices differ from the project's land on the project's classes. A class the
+    project lacks is added at its own index when that is free, else at the first free one.
+    ``guessed``: the reader made the names up (no class list), so the values are the project's
+    indices and nothing is added (a value the project has no class for is then refused).
+    """
     if not existing:
-        return imported
-    by_idx = {c.index: c for c in existing}
+        return imported, None, []
+    if guessed:
+        return None, None, ["no class list: the label values are taken as this project's class indices"]
+    by_name = {c.name: c for c in existing}
+    background = next((c for c in existing if c.is_background), None)
     merged = list(existing)
-    changed = False
+    used = {c.index for c in existing}
+    lut = np.arange(256, dtype=np.uint8)
+    notes: list[str] = []
+    fresh: list[LabelClass] = []
     for c in imported:
-        old = by_idx.get(c.index)
-        if old is None:
-            if any(e.name == c.name for e in merged):
-                raise AtrousError(
-                    f"{source}: class {c.name!r} has index {c.index} here but another index in the project"
-                )
-            merged.append(
-                LabelClass(c.index, c.name, c.colour, c.is_background and not any(e.is_background for e in merged))
-            )
-            changed = True
-        elif old.name != c.name:
-            raise AtrousError(
-                f"{source}: class index {c.index} is {c.name!r} here but {old.name!r} in the project; "
-                "import into a new project or make the class lists agree"
-            )
-    return merged if changed else None
+        match = by_name.get(c.name)
+        if match is None and c.is_background and background is not None:
+            match = background
+        if match is not None:
+            lut[c.index] = match.index
+        else:
+            fresh.append(c)
+    for c in fresh:
+        index = c.index if c.index not in used else next((i for i in range(VOID) if i not in used), None)
+        if index is None:
+            raise AtrousError(f"{source}: no free class index left (0..254) for class {c.name!r}")
+        name = c.name if c.name not in by_name else f"{c.name}_{index}"
+        new = LabelClass(index, name, c.colour, c.is_background and background is None)
+        merged.append(new)
+        used.add(index)
+        by_name[name] = new
+        lut[c.index] = index
+        notes.append(f"class {name!r} is new to the project; added as index {index}")
+    moved = [(i, int(lut[i])) for i in range(256) if int(lut[i]) != i]
+    if moved:
+        notes.append(
+            "classes matched by name: "
+            + ", ".join(f"{i} -> {j}" for i, j in moved[:10])
+            + (f" (+{len(moved) - 10} more)" if len(moved) > 10 else "")
+            + " (file index -> project index)"
+        )
+    return (merged if fresh else None), (lut if moved else None), notes
 
 
 def apply_import(
@@ -148,6 +183,8 @@ def apply_import(
     *,
     status: str = "reviewed",
     source: str = "import",
+    on_progress: Callable[[int, int, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ImportSummary:
     """Write an :class:`ImportResult` into a project (created when missing), all or nothing.
 
@@ -155,7 +192,9 @@ def apply_import(
     against its image: a mask of the upright size is used as is; a mask of the
     raw (stored) size of an EXIF-rotated image is turned upright; anything else
     is an error naming the label file. If anything fails the project is left as
-    it was (a project created here is removed again).
+    it was (a project created here is removed again). ``on_progress(done, total, name)``
+    follows the images; ``should_stop()`` true before the final write raises :class:`Cancelled`,
+    with the same clean-up as any error.
     """
     root = Path(project_path)
     created = not (root / "atrous.sqlite").exists()
@@ -168,14 +207,20 @@ def apply_import(
     project: Project | None = None
     try:
         project = Project.create(root) if created else Project.open(root)
-        classes_after = _merge_classes(
-            project.classes(), result.classes, str(result.items[0].source) if result.items else source
+        classes_after, lut, notes = _merge_classes(
+            project.classes(),
+            result.classes,
+            str(result.items[0].source) if result.items else source,
+            guessed=result.classes_guessed,
         )
+        result.warnings.extend(notes)
         known = {c.index for c in (classes_after if classes_after is not None else project.classes())}
         seen_hash: dict[str, Path] = {}
-        for item in result.items:
+        for done, item in enumerate(result.items):
+            if should_stop is not None and should_stop():
+                raise Cancelled("import cancelled; the project is unchanged")
             path = item.image_path
-            if item.embedded_image is not None and not path.exists():
+            if item.embedded_image is not None:  # the reader chose the copy in the label file
                 path = root / "images" / f"{safe_name(path.stem)}{path.suffix.lower() or '.png'}"
                 k = 1
                 while path.exists() or path in written_images:
@@ -191,13 +236,17 @@ def apply_import(
             if sha in seen_hash:
                 result.warnings.append(f"{path}: same content as {seen_hash[sha]}; labels of the later file win")
             seen_hash[sha] = path
-            mask = item.mask
+            mask = item.mask if item.mask is None or lut is None else lut[item.mask]
             if mask is not None:
                 mask = _to_upright(mask, info.width, info.height, info.orientation, item.source, path)
                 bad = np.setdiff1d(np.unique(mask), np.array(sorted(known | {VOID}), dtype=np.int64))
                 if bad.size:
                     raise AtrousReadError(f"{item.source}: mask values {bad.tolist()} are not classes of the project")
             probed.append((path, (info.width, info.height, info.orientation, sha), mask))
+            if on_progress is not None:
+                on_progress(done + 1, len(result.items), path.name)
+        if should_stop is not None and should_stop():
+            raise Cancelled("import cancelled; the project is unchanged")
         before = {r.id for r in project.images()}
         ids = project.import_batch(probed, status=status, classes=classes_after, source=source)
     except BaseException:
@@ -288,6 +337,12 @@ class ExportFolder:
         target = self.path(relative)
         atomic_write_bytes(target, data)
         return target
+
+
+def check_stop(should_stop: Callable[[], bool] | None, what: str = "export") -> None:
+    """Raise :class:`Cancelled` when ``should_stop()`` says so (inside an :class:`ExportFolder`, which then cleans up)."""
+    if should_stop is not None and should_stop():
+        raise Cancelled(f"{what} cancelled; nothing was written")
 
 
 def export_image_bytes(

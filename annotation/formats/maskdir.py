@@ -11,6 +11,7 @@ different sub-folders are an error, since the pairing would be a guess.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -33,25 +34,38 @@ def _by_stem(paths: list[Path], what: str) -> dict[str, Path]:
 
 def read_mask_folder(
     labels_dir: str | os.PathLike[str],
-    images_dir: str | os.PathLike[str],
+    images_dir: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
     classes_file: str | os.PathLike[str] | None = None,
     void: int | None = None,
+    *,
+    project_classes: Sequence[LabelClass] | None = None,
 ) -> ImportResult:
-    """Pair ``labels_dir/**/<stem>.png`` with ``images_dir/**/<stem>.<ext>`` and read the masks."""
-    labels_dir, images_dir = Path(labels_dir), Path(images_dir)
-    for d, what in ((labels_dir, "label"), (images_dir, "image")):
-        if not d.is_dir():
-            raise AtrousReadError(f"{d}: {what} folder not found")
+    """Pair ``labels_dir/**/<stem>.png`` with ``images_dir/**/<stem>.<ext>`` and read the masks.
+
+    ``images_dir`` may also be a list of image files (the images of the project imported
+    into). Without ``classes_file``, ``project_classes`` (that project's classes) name the
+    values; without either, value N is named ``class_N``.
+    """
+    labels_dir = Path(labels_dir)
+    if not labels_dir.is_dir():
+        raise AtrousReadError(f"{labels_dir}: label folder not found")
+    if isinstance(images_dir, (str, os.PathLike)):
+        images_dir = Path(images_dir)
+        if not images_dir.is_dir():
+            raise AtrousReadError(f"{images_dir}: image folder not found")
+        image_paths, where, from_project = scan_images(images_dir), str(images_dir), False
+    else:
+        image_paths, where, from_project = [Path(p) for p in images_dir], "the project's images", True
     if void is not None and not 0 <= void <= 255:
         raise AtrousReadError(f"--void {void}: must be 0..255")
     labels = _by_stem(sorted(p for p in labels_dir.rglob("*") if p.suffix.lower() == ".png" and p.is_file()), "label")
-    images = _by_stem(scan_images(images_dir), "image")
+    images = _by_stem(image_paths, "image")
     if not labels:
         raise AtrousReadError(f"{labels_dir}: no label PNGs found")
     orphans = sorted(set(labels) - set(images))
     if orphans:
         raise AtrousReadError(
-            f"{labels[orphans[0]]}: no image with the same name in {images_dir} ({len(orphans)} label(s) without image)"
+            f"{labels[orphans[0]]}: no image with the same name in {where} ({len(orphans)} label(s) without image)"
         )
 
     classes: list[LabelClass]
@@ -59,13 +73,18 @@ def read_mask_folder(
         classes, _ = read_class_file(classes_file)
         if void is not None:
             classes = [c for c in classes if c.index != void]
-        fixed = True
+        fixed, named_by = True, str(classes_file)
+    elif project_classes:
+        classes = [c for c in project_classes if c.index != void]
+        fixed, named_by = True, "the project's classes (give a class file to import other classes)"
     else:
-        classes, fixed = [], False
+        classes, fixed, named_by = [], False, ""
     known = {c.index for c in classes}
     items: list[ImportedItem] = []
     for stem, image in images.items():
         label = labels.get(stem)
+        if label is None and from_project:
+            continue  # a project image without a label PNG stays as it is
         mask = None
         if label is not None:
             mask = read_mask_png(label)
@@ -76,10 +95,10 @@ def read_mask_folder(
             extra = sorted(values - known)
             if extra:
                 if fixed:
-                    raise AtrousReadError(f"{label}: pixel values {extra} have no class in {classes_file}")
+                    raise AtrousReadError(f"{label}: pixel values {extra} have no class in {named_by}")
                 for v in extra:
                     classes.append(make_class(v, f"class_{v}"))
                     known.add(v)
         items.append(ImportedItem(image_path=image, mask=mask, source=label or image))
     classes.sort(key=lambda c: c.index)
-    return ImportResult(items=items, classes=classes)
+    return ImportResult(items=items, classes=classes, classes_guessed=not fixed)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,7 +39,7 @@ from ..geometry import label_components
 from ..imageio import IMAGE_EXTENSIONS
 from ..masks import VOID, encode_mask_png, read_mask_png, voc_colormap
 from ..project import Project
-from . import VOC_CLASSES, ExportFolder, ImportedItem, ImportResult, export_image_bytes, unique_names
+from . import VOC_CLASSES, ExportFolder, ImportedItem, ImportResult, check_stop, export_image_bytes, unique_names
 
 EXPORT_FRAME = "upright (EXIF orientation applied to images and masks)"
 
@@ -113,7 +113,7 @@ def read_voc(root: str | os.PathLike[str], classes_file: str | os.PathLike[str] 
                     classes.append(make_class(v, f"class_{v}"))
                     known.add(v)
         items.append(ImportedItem(image_path=image, mask=mask, source=label if mask is not None else image))
-    return ImportResult(items=items, classes=classes, warnings=warnings)
+    return ImportResult(items=items, classes=classes, warnings=warnings, classes_guessed=classes_file is None)
 
 
 def _find_image(folder: Path, stem: str) -> Path | None:
@@ -186,11 +186,15 @@ def export_voc(
     seed: int = 0,
     devkit: bool = False,
     lossless_images: bool = False,
+    on_progress: Callable[[int, int, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ExportSummary:
     """Export the masked images of ``project`` (optionally only some statuses) as a VOC folder.
 
     ``out`` must be new or empty. With ``devkit=True`` the data go to
     ``out/VOCdevkit/VOC2012`` so ``VOCSegmentation(root=out)`` works directly.
+    ``on_progress(done, total, name)`` follows the images; ``should_stop()`` true
+    stops with :class:`~annotation.formats.Cancelled` and removes what was written.
     """
     classes = project.classes()
     background = next((c.index for c in classes if c.is_background), None)
@@ -201,7 +205,10 @@ def export_voc(
     summary = ExportSummary(out=Path(out), images=len(with_mask), skipped_without_mask=len(records) - len(with_mask))
     prefix = "VOCdevkit/VOC2012/" if devkit else ""
     with ExportFolder(out) as folder:
-        for rec, name in zip(with_mask, names):
+        for done, (rec, name) in enumerate(zip(with_mask, names)):
+            check_stop(should_stop)
+            if on_progress is not None:
+                on_progress(done, len(with_mask), rec.name)
             data, ext, copied = export_image_bytes(project, rec.id, lossless=lossless_images)
             folder.write(f"{prefix}JPEGImages/{name}{ext}", data)
             summary.copied_images += copied
@@ -212,6 +219,7 @@ def export_voc(
             obj, overflow = object_map(mask, background)
             summary.overflow_instances += overflow
             folder.write(f"{prefix}SegmentationObject/{name}.png", encode_mask_png(obj, cmap))
+        check_stop(should_stop)
         train, val = split_ids(names, val_fraction=val_fraction, seed=seed)
         for split, ids in (("train", train), ("val", val), ("trainval", sorted(names))):
             folder.write(f"{prefix}ImageSets/Segmentation/{split}.txt", "".join(f"{i}\n" for i in ids).encode())

@@ -210,3 +210,177 @@ def test_cli_module_is_light_and_layered() -> None:
     )
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def small_images(folder: Path, n: int, seed: int = 0) -> list[Path]:
+    from PIL import Image
+
+    from ..badfiles import photo
+
+    folder.mkdir(parents=True)
+    out = []
+    for k in range(n):
+        out.append(folder / f"im{k}.png")
+        Image.fromarray(photo(8, 10, seed=seed + k)).save(out[-1])
+    return out
+
+
+def test_info_prints_one_line_per_model_version_and_json_has_everything(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    small_images(tmp_path / "imgs", 2)
+    assert run(capsys, "new", tmp_path / "p", "--images", tmp_path / "imgs")[0] == 0
+    history = [{"epoch": e, "loss": 1.0 / (e + 1)} for e in range(50)]
+    with Project.open(tmp_path / "p") as p:
+        v1 = p.add_model_version(
+            "finetune-1",
+            "models/finetune-1.pt",
+            {
+                "base": "deeplabv3_mobilenet_v3_large",
+                "train_images": [1, 2],
+                "best_val_miou": 0.61234,
+                "history": history,
+            },
+        )
+        p.add_model_version("mine", "/ckpt/mine.pt", {"external": True})
+        p.active_model_version = v1
+    code, out, _ = run(capsys, "info", tmp_path / "p")
+    assert code == 0
+    lines = out.splitlines()
+    first = next(ln for ln in lines if ln.strip().startswith("v1 "))
+    assert "finetune-1 (active)" in first and "base deeplabv3_mobilenet_v3_large" in first
+    assert "images 2" in first and "val mIoU 0.612" in first and "loss" not in out
+    second = next(ln for ln in lines if ln.strip().startswith("v2 "))
+    assert "base external checkpoint" in second and "val mIoU -" in second and "(active)" not in second
+    assert "model versions: 2" in out and max(len(ln) for ln in lines) < 160
+    code, out, _ = run(capsys, "info", tmp_path / "p", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["images"] == 2 and data["status"]["new"] == 2
+    v = data["model_versions"][0]
+    assert v["active"] and v["metrics"]["history"] == history and v["checkpoint"] == "models/finetune-1.pt"
+    assert [c["name"] for c in data["classes"]] == []
+
+
+def test_import_masks_into_a_project_uses_its_images_and_classes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from annotation.masks import write_mask_png
+
+    imgs = small_images(tmp_path / "imgs", 3)
+    (tmp_path / "classes.txt").write_text("background\nroad\ncar\n")
+    code, _, _ = run(
+        capsys, "new", tmp_path / "p", "--images", tmp_path / "imgs", "--classes", tmp_path / "classes.txt"
+    )
+    assert code == 0
+    (tmp_path / "labels").mkdir()
+    want = {}
+    for k, im in enumerate(imgs[:2]):
+        m = np.full((8, 10), k + 1, np.uint8)
+        write_mask_png(tmp_path / "labels" / f"{im.stem}.png", m, np.zeros((256, 3), np.uint8))
+        want[im.name] = m
+    # Neither --images nor --classes: the project's images and classes (it used to demand both).
+    code, out, err = run(capsys, "import", tmp_path / "p", "--format", "masks", tmp_path / "labels")
+    assert code == 0, err
+    assert "0 new image(s), 2 already present, 2 mask(s) (reviewed)" in out
+    with Project.open(tmp_path / "p") as p:
+        assert [c.name for c in p.classes()] == ["background", "road", "car"]
+        got = {Path(r.path).name: p.read_mask(r.id) for r in p.images() if r.has_mask}
+    assert got.keys() == want.keys() and all(np.array_equal(got[k], want[k]) for k in want)
+    # A value the project has no class for is refused, naming the file; nothing changes.
+    write_mask_png(tmp_path / "labels" / "im2.png", np.full((8, 10), 7, np.uint8), np.zeros((256, 3), np.uint8))
+    code, _, err = run(capsys, "import", tmp_path / "p", "--format", "masks", tmp_path / "labels")
+    assert code == 2 and "im2.png: pixel values [7] have no class in the project's classes" in err
+    with Project.open(tmp_path / "p") as p:
+        assert sum(r.has_mask for r in p.images()) == 2
+
+
+def test_labelme_import_lands_on_the_projects_classes_by_name(
+    shared_data: SharedData, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lm = shared_data("labelme_examples") / "semantic_segmentation"
+    names = (lm / "labels.txt").read_text().splitlines()
+    # The same classes in reverse order (background first): every index differs from the file's.
+    (tmp_path / "classes.txt").write_text("\n".join(["background", *reversed(names[2:])]) + "\n")
+    small_images(tmp_path / "imgs", 1)
+    code, _, _ = run(
+        capsys, "new", tmp_path / "p", "--images", tmp_path / "imgs", "--classes", tmp_path / "classes.txt"
+    )
+    assert code == 0
+    code, out, err = run(capsys, "import", tmp_path / "p", "--format", "labelme", lm / "data_annotated")
+    assert code == 0, err
+    assert "classes matched by name" in out and "3 new image(s)" in out
+    run(capsys, "import", tmp_path / "ref", "--format", "labelme", lm / "data_annotated")
+    with Project.open(tmp_path / "p") as p, Project.open(tmp_path / "ref") as ref:
+        assert len(p.classes()) == len(names) - 1  # nothing added: all names agree
+        name_p = {c.index: c.name for c in p.classes()}
+        name_r = {c.index: c.name for c in ref.classes()}
+        name_p[255] = name_r[255] = "void"
+        rp = [r for r in p.images() if r.has_mask]
+        for a, b in zip(rp, ref.images()):
+            ma, mb = p.read_mask(a.id), ref.read_mask(b.id)
+            assert np.unique(ma).size > 1
+            lut_p = np.array([name_p.get(i, "?") for i in range(256)])
+            lut_r = np.array([name_r.get(i, "?") for i in range(256)])
+            same = lut_p[ma] == lut_r[mb]
+            bg = (lut_p[ma] == "background") & (lut_r[mb] == "_background_")
+            assert np.all(same | bg)
+
+
+def test_new_takes_several_folders_and_a_failure_leaves_the_folder_clean(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    small_images(tmp_path / "a", 2)
+    small_images(tmp_path / "b", 1, seed=5)
+    code, out, _ = run(capsys, "new", tmp_path / "p", "--images", tmp_path / "a", "--images", tmp_path / "b")
+    assert code == 0 and "3 images" in out
+
+    # Into an existing image folder: a failure removes the index and masks/, never the images.
+    from annotation import jobs
+
+    def broken(self, paths):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(Project, "add_images", broken)
+    with pytest.raises(OSError):
+        jobs.create_project(tmp_path / "b", [tmp_path / "b"], [])
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["im0.png"]
+    monkeypatch.undo()
+    calls = []
+    from annotation.formats import Cancelled
+
+    with pytest.raises(Cancelled, match="cancelled"):
+        jobs.create_project(tmp_path / "b", [tmp_path / "b"], [], should_stop=lambda: calls.append(1) or True)
+    assert calls and sorted(p.name for p in (tmp_path / "b").iterdir()) == ["im0.png"]
+
+
+def test_voc_without_a_class_list_takes_the_values_as_the_projects_classes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from PIL import Image
+
+    from annotation.masks import write_mask_png
+
+    from ..badfiles import photo
+
+    (tmp_path / "classes.txt").write_text("background\nroad\ncar\n")
+    small_images(tmp_path / "imgs", 1)
+    run(capsys, "new", tmp_path / "p", "--images", tmp_path / "imgs", "--classes", tmp_path / "classes.txt")
+    for name, value in (("voc", 2), ("voc5", 5)):
+        root = tmp_path / name
+        (root / "JPEGImages").mkdir(parents=True)
+        (root / "SegmentationClass").mkdir()
+        Image.fromarray(photo(8, 10, seed=9)).save(root / "JPEGImages" / "a.jpg")
+        m = np.zeros((8, 10), np.uint8)
+        m[4:] = value
+        write_mask_png(root / "SegmentationClass" / "a.png", m, np.zeros((256, 3), np.uint8))
+    code, out, err = run(capsys, "import", tmp_path / "p", "--format", "voc", tmp_path / "voc")
+    assert code == 0, err
+    assert "taken as this project's class indices" in out and "1 new image(s)" in out
+    with Project.open(tmp_path / "p") as p:
+        assert [c.name for c in p.classes()] == ["background", "road", "car"]
+        rec = next(r for r in p.images() if r.has_mask)
+        assert set(np.unique(p.read_mask(rec.id)).tolist()) == {0, 2}
+    code, _, err = run(capsys, "import", tmp_path / "p", "--format", "voc", tmp_path / "voc5")
+    assert code == 2 and "mask values [5] are not classes of the project" in err

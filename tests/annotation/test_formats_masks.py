@@ -95,5 +95,5 @@ def test_class_files(tmp_path: Path) -> None:
     with pytest.raises(AtrousReadError, match="appears twice"):
         parse_class_lines(["a", "a"], "x.txt")
     (tmp_path / "bad.txt").write_bytes(b"caf\xe9\n")
-    with pytest.raises(AtrousReadError, match="bad.txt: class list is not UTF-8"):
+    with pytest.raises(AtrousReadError, match="bad.txt: the class list is not UTF-8"):
         read_class_file(tmp_path / "bad.txt")
