@@ -23,8 +23,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, camvid_pairs
-from app_prelabel import cpu_name, random_checkpoint
+from _common import REPO, camvid_pairs, cpu_name
+from app_prelabel import random_checkpoint
 
 
 def timed(cmd: list[str]) -> float:
