@@ -24,6 +24,9 @@ staging folder as pending (the commit point), then the staged files are moved in
 place and the mark is cleared. A crash before the commit leaves the old project
 (the staging folder is removed on the next open); a crash after it is finished on
 the next open by :func:`finish_interrupted_edit`, which moves the remaining files.
+
+Each edit also keeps an undo record of itself (:mod:`annotation.class_undo`), named in
+the same transaction; :func:`annotation.class_undo.undo_class_edit` restores the last one the same way.
 """
 
 from __future__ import annotations
@@ -37,9 +40,11 @@ from pathlib import Path
 
 import numpy as np
 
+from .class_undo import UNDO_KEY, UndoRecorder, remove_stale_records
 from .classes import BACKGROUND_NAMES, LabelClass, default_colour, validate_classes
 from .errors import AtrousError, AtrousWriteError
 from .layout import mask_path, prelabel_path
+from .locks import project_lock
 from .masks import VOID, make_palette, read_mask_png, write_mask_png
 
 #: The meta key that marks a class edit committed but not yet moved into place.
@@ -272,25 +277,31 @@ def apply_class_edit(project, edit: ClassEdit, *, on_progress: Callable[[int, in
 
     All or nothing (see the module docstring). Unreadable masks stop the edit before
     anything changed. Image statuses stay as they are; each rewritten mask gets a line
-    in the edit log (source ``classes``).
+    in the edit log (source ``classes``). Holds the project lock exclusively: a pre-label job
+    or import still writing old indices makes it fail with an error naming that job.
     """
+    with project_lock(project.root, exclusive=True, what="a class change"):
+        return _apply_class_edit(project, edit, on_progress)
+
+
+def _apply_class_edit(project, edit: ClassEdit, on_progress: Callable[[int, int], None] | None) -> EditResult:
     classes = validate_classes(list(edit.classes))
     finish_interrupted_edit(project, clean_leftovers=False)
     result = EditResult()
-    if not edit.remaps:
-        project.set_classes(classes)
-        return result
     root = Path(project.root)
+    undo = UndoRecorder(root, project.classes(), classes, edit.lut, edit.description)
     staging = root / f"{STAGING_PREFIX}{os.getpid()}-{time.time_ns()}"
     pal = _palette(classes)
-    records = project.images()
+    records = project.images() if edit.remaps else []
     seen_modified: dict[int, float] = {}
     try:
         for k, rec in enumerate(records):
             if rec.has_mask:
                 old = project.read_mask(rec.id)
                 new = edit.lut[old]
-                if not np.array_equal(new, old):
+                rewrite = not np.array_equal(new, old)
+                undo.note("masks", rec.id, new, project.mask_path(rec.id) if rewrite else None)
+                if rewrite:
                     write_mask_png(staging / "masks" / f"{rec.id}.png", new, pal)
                     result.changed_ids.append(rec.id)
                     seen_modified[rec.id] = rec.modified
@@ -298,11 +309,14 @@ def apply_class_edit(project, edit: ClassEdit, *, on_progress: Callable[[int, in
             if pp.is_file():
                 old = read_mask_png(pp)
                 new = edit.lut[old]
-                if not np.array_equal(new, old):
+                rewrite = not np.array_equal(new, old)
+                undo.note("prelabels", rec.id, new, pp if rewrite else None)
+                if rewrite:
                     write_mask_png(staging / "prelabels" / f"{rec.id}.png", new, pal)
                     result.prelabels_rewritten += 1
             if on_progress is not None:
                 on_progress(k + 1, len(records))
+        undo.finish()
         result.masks_rewritten = len(result.changed_ids)
         with project._tx() as cur:  # the commit point
             for image_id, modified in seen_modified.items():
@@ -318,11 +332,16 @@ def apply_class_edit(project, edit: ClassEdit, *, on_progress: Callable[[int, in
                 "INSERT INTO edits (image_id, time, status, source) SELECT id, ?, status, ? FROM images WHERE id=?",
                 [(now, f"classes: {edit.description}"[:200], i) for i in result.changed_ids],
             )
-            cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (PENDING_KEY, staging.name))
+            cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (UNDO_KEY, undo.name))  # replaces the last
+            if edit.remaps:
+                cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (PENDING_KEY, staging.name))
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        undo.discard()
         raise
-    _roll_forward(project, staging)
+    if edit.remaps:
+        _roll_forward(project, staging)
+    remove_stale_records(project)
     return result
 
 
@@ -384,6 +403,7 @@ def finish_interrupted_edit(project, *, clean_leftovers: bool = True) -> bool:
         finished = True
     if not clean_leftovers:
         return finished
+    remove_stale_records(project, keep_own=True)
     try:
         leftovers = [p for p in root.iterdir() if p.name.startswith(STAGING_PREFIX) and p.is_dir()]
     except OSError:
@@ -398,7 +418,7 @@ def finish_interrupted_edit(project, *, clean_leftovers: bool = True) -> bool:
 # --------------------------------------------------------------------------- open documents
 
 
-def remap_document(doc, lut: np.ndarray) -> None:
+def remap_document(doc, lut: np.ndarray, labels: np.ndarray | None = None) -> None:
     """Carry an open :class:`~annotation.editing.MaskDocument` through ``lut``: mask, baseline and history.
 
     The editor first saves the document, the project edit rewrites the stored mask, and
@@ -406,11 +426,15 @@ def remap_document(doc, lut: np.ndarray) -> None:
     earlier step is remapped too, so undoing a stroke made before the edit gives back
     the classes it had, under their new indices. The document stays clean (what it
     holds is what is stored). A stroke in progress must be finished first.
+
+    Undoing a class change passes the inverse LUT and, for a mask the undo restored from
+    its record, ``labels``: the restored mask, exact where the LUT alone would leave a
+    merged class merged.
     """
     if doc.history.in_transaction:
         raise AtrousError("finish the stroke in progress before changing classes")
     lut = np.asarray(lut, dtype=np.uint8)
-    doc._labels[...] = lut[doc._labels]
+    doc._labels[...] = lut[doc._labels] if labels is None else labels
     base = lut[doc._baseline]
     base.flags.writeable = False
     doc._baseline = base

@@ -1,4 +1,4 @@
-"""Headless project commands: ``new``, ``add``, ``import``, ``export``, ``info``.
+"""Headless project commands: ``new``, ``add``, ``import``, ``export``, ``info``, ``check``.
 
 Each command returns an exit code and prints a short summary; user errors are
 raised as :class:`~annotation.errors.AtrousError` (``main.py`` prints them and
@@ -129,6 +129,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="everything, including each version's metrics, as JSON")
     p.set_defaults(func=cmd_info)
 
+    p = sub.add_parser(
+        "check",
+        help="find (and with --repair fix) missing images, bad masks and leftovers of killed runs",
+        description="List what is wrong with a project; exit 0 when clean, 1 when problems remain. "
+        "Run --repair while no other program writes to the project.",
+    )
+    p.add_argument("project", type=Path)
+    p.add_argument(
+        "--repair",
+        action="store_true",
+        help="drop images whose file is gone, forget unreadable masks (status back to new), "
+        "remove leftovers, finish an interrupted class edit",
+    )
+    p.set_defaults(func=cmd_check)
+
 
 def cmd_new(args: argparse.Namespace) -> int:
     """``new PROJECT --images DIR [--images DIR ...] [--classes FILE]``."""
@@ -198,14 +213,39 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_info(args: argparse.Namespace) -> int:
     """``info PROJECT [--json]``: counts by status, class pixel shares, model versions, last edits."""
     import json
+    import sys
 
     from .jobs import info_lines, project_info
-    from .project import Project
+    from .repair import TolerantProject
 
-    with Project.open(args.project) as project:
-        info = project_info(project, args.project)
+    with TolerantProject.open(args.project) as project:
+        info = project_info(project, args.project)  # a mask it cannot read counts as none; listed below
+        why = {p.image_id: p.message for p in project.missing_images()} | project.unreadable
+        bad = [f"{project.image(i).path} (image {i}): {w}" for i, w in sorted(why.items())]
         if args.json:
-            print(json.dumps(info, indent=1))
+            print(json.dumps({**info, "problems": bad}, indent=1))
         else:
             print("\n".join(info_lines(info, project.model_versions())))
+    for line in bad:
+        print(f"warning: {line}", file=sys.stderr)
+    if bad:
+        print(f"warning: {len(bad)} image(s) with problems; `check {args.project}` lists them all", file=sys.stderr)
     return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """``check PROJECT [--repair]``: list problems, repair what can be; exit 0 clean, 1 problems left."""
+    from .project import Project
+    from .repair import check_project, repair_project
+
+    with Project.open(args.project, recover=False) as project:
+        problems = check_project(project)
+        for p in problems:
+            print(p.line())
+        if args.repair and problems:
+            repair_project(project, problems, on_action=lambda line: print(f"repair: {line}", flush=True))
+            problems = check_project(project)
+            for p in problems:
+                print(f"still: {p.line()}")
+    print(f"{args.project}: " + (f"{len(problems)} problem(s)" if problems else "no problems found"))
+    return 1 if problems else 0

@@ -23,6 +23,7 @@ from .classes import LabelClass
 from .errors import AtrousError, ImageReadError
 from .imageio import read_image_info, scan_images
 from .layout import DB_NAME, MASK_DIR, is_project
+from .locks import project_lock
 from .records import STATUSES, AddResult, ModelVersion
 
 if TYPE_CHECKING:
@@ -102,7 +103,20 @@ def create_project(
     ``root`` may be new, an existing folder (an image folder, as the app does with a plain
     folder) or anything that is not a project yet. If anything fails or is cancelled, what
     was made is removed again: the folder if it was made here, else the index and ``masks/``.
+    Holds the project lock exclusively, so two creations of one folder never mix.
     """
+    with project_lock(root, exclusive=True, what="a project creation"):
+        return _create_project(root, image_folders, classes, on_progress=on_progress, should_stop=should_stop)
+
+
+def _create_project(
+    root: str | os.PathLike[str],
+    image_folders: Sequence[str | os.PathLike[str]],
+    classes: Sequence[LabelClass],
+    *,
+    on_progress: Progress | None,
+    should_stop: Stop | None,
+) -> AddResult:
     from .project import Project
     from .records import remove_db_files
 
@@ -175,25 +189,34 @@ class ImportOptions:
     allow_outside: bool = False  # coco, labelme: read images the file names outside the images folder
 
 
-def read_import(project_root: str | os.PathLike[str], opts: ImportOptions) -> ImportResult:
+def read_import(
+    project_root: str | os.PathLike[str],
+    opts: ImportOptions,
+    *,
+    on_progress: Progress | None = None,
+    should_stop: Stop | None = None,
+) -> ImportResult:
     """Read what ``opts`` names, checked in memory; nothing is written.
 
     A mask folder imported into an existing project pairs with that project's images when
     no image folder is given, and takes its classes when no class file is given.
+    ``on_progress(done, total, name)`` follows the files read; ``should_stop()`` is asked
+    between files and raises :class:`~annotation.formats.Cancelled`.
     """
     check_status(opts.status)
+    cb: dict[str, Any] = {"on_progress": on_progress, "should_stop": should_stop}
     if opts.fmt == "voc":
         from .formats.voc import read_voc
 
-        return read_voc(opts.src, opts.classes)
+        return read_voc(opts.src, opts.classes, **cb)
     if opts.fmt == "coco":
         from .formats.coco import read_coco
 
-        return read_coco(opts.src, opts.images, polygon_fill=opts.polygon_fill, allow_outside=opts.allow_outside)
+        return read_coco(opts.src, opts.images, polygon_fill=opts.polygon_fill, allow_outside=opts.allow_outside, **cb)
     if opts.fmt == "labelme":
         from .formats.labelme import read_labelme
 
-        return read_labelme(opts.src, opts.classes, images_dir=opts.images, allow_outside=opts.allow_outside)
+        return read_labelme(opts.src, opts.classes, images_dir=opts.images, allow_outside=opts.allow_outside, **cb)
     if opts.fmt == "masks":
         from .formats.maskdir import read_mask_folder
         from .project import Project
@@ -208,7 +231,7 @@ def read_import(project_root: str | os.PathLike[str], opts: ImportOptions) -> Im
                     images = [project.image_path(r) for r in project.images()] or None
         if images is None:
             raise AtrousError("--format masks needs --images DIR (the images the label PNGs belong to)")
-        return read_mask_folder(opts.src, images, opts.classes, opts.void, project_classes=project_classes)
+        return read_mask_folder(opts.src, images, opts.classes, opts.void, project_classes=project_classes, **cb)
     raise AtrousError(f"unknown import format {opts.fmt!r}; use one of {', '.join(IMPORT_FORMATS)}")
 
 
@@ -219,19 +242,26 @@ def run_import(
     on_progress: Progress | None = None,
     should_stop: Stop | None = None,
 ) -> tuple[ImportSummary, ImportResult]:
-    """Read and write one import into ``project_root`` (created when missing), all or nothing."""
+    """Read and write one import into ``project_root`` (created when missing), all or nothing.
+
+    Progress names the phase: ``"reading NAME"`` while the source is read, then the image names
+    while they are checked and written; a stop in either phase leaves the project unchanged.
+    """
     from . import formats
 
-    result = read_import(project_root, opts)
-    _stop(should_stop, "import cancelled; the project is unchanged")
-    summary = formats.apply_import(
-        project_root,
-        result,
-        status=opts.status,
-        source=f"import {opts.fmt} {opts.src}",
-        on_progress=on_progress,
-        should_stop=should_stop,
-    )
+    reading = None if on_progress is None else (lambda d, t, n: on_progress(d, t, f"reading {n}"))
+    # Exclusive: an import may create the project or merge its class list (see annotation.locks).
+    with project_lock(project_root, exclusive=True, what="an import"):
+        result = read_import(project_root, opts, on_progress=reading, should_stop=should_stop)
+        _stop(should_stop, "import cancelled; the project is unchanged")
+        summary = formats.apply_import(
+            project_root,
+            result,
+            status=opts.status,
+            source=f"import {opts.fmt} {opts.src}",
+            on_progress=on_progress,
+            should_stop=should_stop,
+        )
     return summary, result
 
 

@@ -36,6 +36,7 @@ from .imageio import file_sha256, load_image, read_image_info, scan_images
 from .layout import DB_NAME, MASK_DIR
 from .layout import mask_path as _mask_path
 from .masks import VOID, make_palette, read_mask_png, write_mask_png
+from .project_classes import ProjectClassesMixin
 from .project_index import ProjectIndexMixin
 from .records import (
     _SCHEMA,
@@ -71,13 +72,20 @@ __all__ = [
 ]
 
 
-class Project(ProjectIndexMixin):
+def _writable(path: Path) -> bool:
+    """True when this process may write ``path`` (a read-only mount says no even to root)."""
+    return os.access(path, os.W_OK)
+
+
+class Project(ProjectClassesMixin, ProjectIndexMixin):
     """An open annotation project. Use :meth:`create` or :meth:`open`; close it (or use ``with``)."""
 
-    def __init__(self, root: Path, conn: sqlite3.Connection) -> None:
+    def __init__(self, root: Path, conn: sqlite3.Connection, read_only: bool = False) -> None:
         self.root = root
         self._conn = conn
         self._lock = threading.RLock()
+        #: Opened read-only (the database or its folder is not writable): every write is refused.
+        self.read_only = read_only
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -121,20 +129,28 @@ class Project(ProjectIndexMixin):
         return proj
 
     @classmethod
-    def open(cls, path: str | os.PathLike[str]) -> Project:
-        """Open an existing project folder."""
+    def open(cls, path: str | os.PathLike[str], *, recover: bool = True) -> Project:
+        """Open an existing project folder (read-only when it or its database is not writable).
+
+        ``recover=False`` leaves an interrupted class edit as it is (``check`` lists it).
+        """
         root = Path(path)
         db = root / DB_NAME
         if not db.is_file():
             raise AtrousReadError(f"{root}: not an Atrous project (no {DB_NAME})")
-        conn = cls._connect(db)
-        proj = cls(root, conn)
+        read_only = not (_writable(db) and _writable(root))
+        conn = cls._connect(db, read_only=read_only, folder_read_only=not _writable(root))
+        proj = cls(root, conn, read_only)
         try:
             _check_database(conn, db)  # damaged pages, an unknown schema version
         except BaseException:
             proj.close()
             raise
+        if read_only:
+            return proj
         proj._migrate()
+        if not recover:
+            return proj
         from .class_edits import finish_interrupted_edit  # imports this module
 
         finish_interrupted_edit(proj)  # a class edit a crash cut short
@@ -153,8 +169,17 @@ class Project(ProjectIndexMixin):
                         raise AtrousReadError(f"{self.root / DB_NAME}: cannot upgrade the database ({e})") from e
 
     @staticmethod
-    def _connect(db: Path) -> sqlite3.Connection:
+    def _connect(db: Path, *, read_only: bool = False, folder_read_only: bool = False) -> sqlite3.Connection:
         try:
+            if read_only:
+                # A read-only folder cannot hold the -shm file WAL mode needs: immutable=1 reads the
+                # database file alone, which is complete unless a -wal file holds commits.
+                wal = Path(f"{db}-wal")
+                immutable = folder_read_only and not (wal.exists() and wal.stat().st_size)
+                uri = f"{db.absolute().as_uri()}?mode=ro" + ("&immutable=1" if immutable else "")
+                conn = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None, timeout=30)
+                conn.execute("PRAGMA foreign_keys=ON")
+                return conn
             conn = sqlite3.connect(db, check_same_thread=False, isolation_level=None, timeout=30)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
@@ -184,6 +209,8 @@ class Project(ProjectIndexMixin):
         Another program holding the database for writing longer than the connection's busy
         timeout is one clear :class:`AtrousWriteError`; nothing has been written then.
         """
+        if self.read_only:
+            raise AtrousWriteError(f"{self.root}: the project is read-only (its folder or {DB_NAME} is not writable)")
         with self._lock:
             cur = self._conn.cursor()
             try:
@@ -204,74 +231,6 @@ class Project(ProjectIndexMixin):
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         with self._lock:
             return self._conn.execute(sql, params).fetchall()
-
-    # ---------------------------------------------------------------- classes
-
-    def classes(self) -> list[LabelClass]:
-        """The label classes, by index."""
-        return [
-            LabelClass(int(i), n, (int(r), int(g), int(b)), bool(bg))
-            for i, n, r, g, b, bg in self._query("SELECT idx, name, r, g, b, is_background FROM classes ORDER BY idx")
-        ]
-
-    def set_classes(self, classes: Sequence[LabelClass]) -> None:
-        """Replace the whole class list (masks are not changed)."""
-        classes = validate_classes(list(classes))
-        with self._tx() as cur:
-            cur.execute("DELETE FROM classes")
-            cur.executemany(
-                "INSERT INTO classes VALUES (?,?,?,?,?,?)",
-                [(c.index, c.name, *c.colour, int(c.is_background)) for c in classes],
-            )
-
-    def add_class(
-        self,
-        name: str,
-        colour: tuple[int, int, int] | None = None,
-        index: int | None = None,
-        is_background: bool = False,
-    ) -> LabelClass:
-        """Add a class (at the first free index unless ``index`` is given)."""
-        current = self.classes()
-        used = {c.index for c in current}
-        if index is None:
-            index = next((i for i in range(VOID) if i not in used), None)
-            if index is None:
-                raise AtrousError("no free class index left (0..254)")
-        new = LabelClass(index, name, colour or default_colour(index), is_background)
-        self.set_classes([*current, new])
-        return new
-
-    def rename_class(self, index: int, name: str) -> None:
-        """Give class ``index`` a new name."""
-        self.set_classes(
-            [
-                LabelClass(c.index, name, c.colour, c.is_background) if c.index == index else c
-                for c in self._class_or_fail(index)
-            ]
-        )
-
-    def recolour_class(self, index: int, colour: tuple[int, int, int]) -> None:
-        """Give class ``index`` a new display colour."""
-        self.set_classes(
-            [
-                LabelClass(c.index, c.name, tuple(colour), c.is_background) if c.index == index else c
-                for c in self._class_or_fail(index)
-            ]
-        )
-
-    def _class_or_fail(self, index: int) -> list[LabelClass]:
-        current = self.classes()
-        if index not in {c.index for c in current}:
-            raise AtrousError(f"no class with index {index}")
-        return current
-
-    def palette(self) -> np.ndarray:
-        """The (256, 3) uint8 palette: class colours, VOC colours elsewhere, 255 = void colour."""
-        pal = make_palette()
-        for c in self.classes():
-            pal[c.index] = c.colour
-        return pal
 
     # ---------------------------------------------------------------- images
 
@@ -534,6 +493,34 @@ class Project(ProjectIndexMixin):
                 "INSERT INTO edits (image_id, time, status, source) VALUES (?,?,?,?)",
                 (rec.id, time.time(), status, "status"),
             )
+
+    def forget_mask(self, image_id: int, modified: float) -> bool:
+        """Drop an unreadable mask: status back to new, file removed. False (nothing done) when the
+        image's row changed since ``modified`` (another writer saved a mask meanwhile)."""
+        with self._tx() as cur:
+            done = cur.execute(
+                "UPDATE images SET has_mask=0, status='new', changed_pixels=0, edit_seconds=0, modified=? "
+                "WHERE id=? AND modified=?",
+                (time.time(), int(image_id), modified),
+            ).rowcount
+            if done:
+                cur.execute(
+                    "INSERT INTO edits (image_id, time, status, source) VALUES (?,?,'new','repair')",
+                    (image_id, time.time()),
+                )
+                self.mask_path(image_id).unlink(missing_ok=True)  # the row commits only once the file is gone
+        return bool(done)
+
+    def forget_image(self, image_id: int) -> None:
+        """Drop an image's row and edit log, then its mask and kept pre-label files (the image file stays)."""
+        from .layout import confidence_path, prelabel_path
+
+        with self._tx() as cur:
+            cur.execute("DELETE FROM edits WHERE image_id=?", (int(image_id),))
+            cur.execute("DELETE FROM images WHERE id=?", (int(image_id),))
+        root = self.root
+        for path in (self.mask_path(image_id), prelabel_path(root, image_id), confidence_path(root, image_id)):
+            path.unlink(missing_ok=True)  # files without a row are never read
 
     def last_edits(self, n: int = 10) -> list[EditRecord]:
         """The ``n`` most recent entries of the edit log, newest first."""

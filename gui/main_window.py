@@ -141,13 +141,15 @@ class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, LearnMix
         self.act_import = self._action("Import labels…", lambda: transfer_dialog.open_import(self))
         self.act_export = self._action("Export masks…", lambda: transfer_dialog.open_export(self))
         m_file.addActions([self.act_import, self.act_export])
+        self.project_actions.append(self.act_export)
         m_file.addSeparator()
         m_file.addAction(self._action("Quit", self.close, "Ctrl+Q"))
 
         m_edit = self.menuBar().addMenu("&Edit")
-        self.act_undo = self._action("Undo", self.undo, ["Ctrl+Z"])
+        self.act_undo = self._action("Undo", self.undo_last, ["Ctrl+Z"])  # or the class change just made
         self.act_redo = self._action("Redo", self.redo, ["Ctrl+Shift+Z", "Ctrl+Y"])
         m_edit.addActions([self.act_undo, self.act_redo])
+        m_edit.addAction(self._class_undo_action())
 
         m_tools = self.menuBar().addMenu("&Tools")
         group = QActionGroup(self)

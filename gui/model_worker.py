@@ -17,6 +17,7 @@ cooperative: the flag is checked before every image.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
@@ -186,12 +187,19 @@ class PrelabelWorker(QObject):
         version_id = job.model.version_id
         mismatch: list[str] | None = None
         self.started.emit(job.request_id, len(job.items))
+        held = contextlib.ExitStack()
         try:
+            from annotation.locks import project_lock
             from annotation.project import Project
             from model.class_map import ClassMismatchError
             from model.jobs import prelabel_project
             from model.versions import check_classes_match, ensure_version, resolve
 
+            # The shared project lock, as the CLI's pre-label job holds it: an import or a class change
+            # by another program waits for this batch (or fails naming it) instead of remapping under it.
+            held.enter_context(
+                project_lock(job.project_root, exclusive=False, what="a pre-label job in the Atrous app")
+            )
             project = Project.open(job.project_root)
             try:
                 try:
@@ -251,6 +259,7 @@ class PrelabelWorker(QObject):
             error = _one_line(e)
             self.error.emit(job.request_id, error)
         finally:
+            held.close()
             # A batch that never reached the job reports its size with nothing done.
             done = summary or JobSummary(len(job.items), version_id, cancelled=self._cancel.is_set())
             self.finished.emit(

@@ -2,9 +2,11 @@
 
 Both dialogs collect the command's options and run :func:`annotation.jobs.run_import` /
 :func:`annotation.jobs.run_export` (the functions the CLI calls) in a worker thread,
-with a progress bar and Cancel. The jobs are all or nothing: a malformed file, a
-refused folder or a cancel leaves the project and the output folder as they were, and
-the dialog shows the CLI's message. At the end it shows the lines the CLI prints.
+with a progress bar and Cancel (an import counts the files it reads, then the images it
+writes; Cancel stops either phase within about one file). The jobs are all or nothing:
+a malformed file, a refused folder or a cancel leaves the project and the output folder
+as they were, and the dialog shows the CLI's message. At the end it shows the lines the
+CLI prints.
 
 :class:`BackgroundJob` is the worker both dialogs (and the new-project dialog) use:
 the job gets plain data, reports through queued signals and is cancelled
@@ -238,7 +240,7 @@ class JobDialog(QDialog):
         self.run_btn.setEnabled(False)
         self.cancel_btn.setText("Cancel")
         self.progress_bar.setVisible(True)
-        self.progress_bar.setRange(0, 0)  # busy until the first image is counted
+        self.progress_bar.setRange(0, 0)  # busy until the job knows its total (listing, parsing a JSON)
         self.state.setStyleSheet("")
         self.state.setText("Reading…")
         self.job.start(job)

@@ -5,7 +5,8 @@ builds the "Classes" dock (class tree with keys and pixel shares, add / rename /
 colour / reorder / delete, overlay opacity) and the Classes menu, keeps the tools'
 class, lock and background in line with the project's classes, and applies class
 edits: the project's stored masks through :func:`annotation.class_edits.apply_class_edit`,
-the open documents through :func:`annotation.class_edits.remap_document`.
+the open documents through :func:`annotation.class_edits.remap_document`, and undoes
+the last one for the whole project (:func:`annotation.class_undo.undo_class_edit`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from contextlib import contextmanager
 
 import numpy as np
 from PySide6.QtCore import QSize, Qt
-from PySide6.QtGui import QColor, QFont
+from PySide6.QtGui import QAction, QColor, QFont
 from PySide6.QtWidgets import (
     QColorDialog,
     QComboBox,
@@ -36,7 +37,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from annotation import class_edits
+from annotation import class_edits, class_undo
 from annotation.classes import BACKGROUND_NAMES
 from annotation.editing import VOID, Box
 from annotation.errors import AtrousError
@@ -125,6 +126,8 @@ class ClassesMixin:
     def _build_class_menu(self, menu: QMenu) -> None:
         """The Classes menu of the menu bar (the same actions as the dock, with their keys)."""
         self._fill_class_menu(menu, with_keys=True)
+        menu.addSeparator()
+        menu.addAction(self._class_undo_action())
 
     def _fill_class_menu(self, menu: QMenu, *, with_keys: bool) -> None:
         entries = [
@@ -168,6 +171,7 @@ class ClassesMixin:
             self.tools.class_value = fg[0] if fg else self._background()
         self._fill_class_tree()
         self._fill_lock_combo()
+        self._update_class_undo()
         if self.canvas.model is not None:
             self.canvas.set_palette(self.palette(), self._background())
 
@@ -453,7 +457,10 @@ class ClassesMixin:
             lines.append(f"{imp.prelabels_rewritten} kept pre-label(s) follow, so corrections stay the same.")
         if self.project.model_versions() and not class_edits.models_still_match(self._classes, edit):
             lines.append("Fine-tuned models of the old class list will no longer fit: fine-tune again.")
-        lines.append("\nThe class list change cannot be undone; undo in open images still works for earlier strokes.")
+        lines.append(
+            "\nEdit → Undo class change (or Ctrl+Z right after it) undoes it for the whole project, as long as no "
+            "mask is changed meanwhile; undo in open images still works for earlier strokes."
+        )
         return "\n".join(lines)
 
     def _apply_class_edit(self, edit: class_edits.ClassEdit, *, confirm: bool = False) -> bool:
@@ -486,14 +493,108 @@ class ClassesMixin:
         if edit.remaps:
             self._remap_open(edit, result.changed_ids)
         self._load_classes()
-        self.statusBar().showMessage(f"Classes changed: {edit.description}", 4000)
+        self._class_undo_mark = self._doc_revisions()  # Ctrl+Z undoes this change until something else is done
+        self.statusBar().showMessage(f"Classes changed: {edit.description} (Edit → Undo class change)", 4000)
         return True
 
-    def _remap_open(self, edit: class_edits.ClassEdit, changed_ids: list[int]) -> None:
+    # ================================================================ undoing the last class change
+
+    def _class_undo_action(self) -> QAction:
+        """The one "Undo class change" action (Edit menu and Classes menu); its text names the change."""
+        if getattr(self, "act_undo_classes", None) is None:
+            self.act_undo_classes = QAction("Undo class change", self)
+            self.act_undo_classes.triggered.connect(lambda: self.undo_class_change())
+            self.act_undo_classes.setEnabled(False)
+            self._class_undo_mark: dict | None = None
+        return self.act_undo_classes
+
+    def _update_class_undo(self) -> None:
+        act = self._class_undo_action()
+        try:
+            rec = None if self.project is None else class_undo.last_record(self.project)
+        except AtrousError:
+            rec = None
+        act.setEnabled(rec is not None)
+        act.setText("Undo class change" if rec is None else f"Undo class change: {rec.description}")
+
+    def _doc_revisions(self) -> dict:
+        return {"project": self.project, **{i: (id(m), m.doc.revision) for i, m in self.docs.items()}}
+
+    def _class_change_was_last(self) -> bool:
+        """True when nothing was painted or undone in any open image since the last class change."""
+        mark = self._class_undo_mark
+        if mark is None or mark.get("project") is not self.project or not self.act_undo_classes.isEnabled():
+            return False
+        for image_id, model in self.docs.items():
+            if image_id in mark:
+                if mark[image_id] != (id(model), model.doc.revision):
+                    return False
+            elif model.doc.can_undo:
+                return False
+        return True
+
+    def undo_last(self) -> None:
+        """Ctrl+Z: undo the class change when it was the last thing done, else the last stroke."""
+        if self._class_change_was_last():
+            self.undo_class_change()
+        else:
+            self.undo()
+
+    def undo_class_change(self, *, confirm: bool = True) -> bool:
+        """Undo the project's last class change: its class list and every mask it rewrote.
+
+        Refused with a message (nothing changed) when a mask was changed after it; open
+        images come back through the inverse LUT, their restored masks read from disk.
+        """
+        if self.project is None:
+            return False
+        self._class_undo_mark = None
+        try:
+            rec = class_undo.last_record(self.project)
+        except AtrousError as e:
+            dialogs.show_error(self, "Cannot undo the class change", str(e))
+            return False
+        if rec is None:
+            self.statusBar().showMessage("No class change to undo", 3000)
+            self._update_class_undo()
+            return False
+        blocked = self._class_edit_blocked()
+        if blocked:
+            dialogs.show_error(self, "Not now", blocked)
+            return False
+        self.canvas._finish_interaction()
+        if not self.save_current():
+            dialogs.show_error(self, "Could not save", f"The current mask could not be saved:\n{self.last_save_error}")
+            return False
+        text = (
+            f"Undo “{rec.description}”?\n\nThe class list goes back to how it was before it, and "
+            f"{len(rec.kept_masks)} mask(s) and {len(rec.kept_prelabels)} kept pre-label(s) it rewrote are restored."
+        )
+        if confirm and not dialogs.confirm(self, "Undo class change?", text):
+            return False
+        try:
+            with self._progress("Restoring the masks…") as report:
+                result = class_undo.undo_class_edit(self.project, on_progress=report)
+        except AtrousError as e:
+            dialogs.show_error(self, "Cannot undo the class change", str(e))
+            if self.project.classes() == rec.old_classes:  # committed, files still moving
+                back = class_edits.ClassEdit(tuple(rec.old_classes), rec.inverse_lut(), rec.description)
+                self._remap_open(back, rec.kept_masks)
+            self._load_classes()
+            return False
+        back = class_edits.ClassEdit(tuple(result.classes), result.lut, f"undo {result.description}")
+        self._remap_open(back, result.changed_ids, restored=True)
+        self._load_classes()
+        self.statusBar().showMessage(f"Undone: {result.description}", 4000)
+        return True
+
+    def _remap_open(self, edit: class_edits.ClassEdit, changed_ids: list[int], *, restored: bool = False) -> None:
+        """Carry open documents through ``edit``'s LUT; ``restored``: masks of ``changed_ids`` come from disk."""
         lut = edit.lut
-        for model in self.docs.values():
+        for image_id, model in self.docs.items():
             before = model.doc.changed_pixels
-            class_edits.remap_document(model.doc, lut)
+            labels = self.project.read_mask(image_id) if restored and image_id in changed_ids else None
+            class_edits.remap_document(model.doc, lut, labels)
             # a class edit is not a correction: the next save's provenance leaves it out
             model._saved_changed += model.doc.changed_pixels - before
             model.changed.emit(Box.full(model.shape))

@@ -84,18 +84,26 @@ def _field(obj: Any, key: str, where: str, path: Path, types: type | tuple[type,
     return value
 
 
+#: Annotations decoded between two progress reports (there may be hundreds of thousands).
+_PROGRESS_EVERY = 64
+
+
 def read_coco(
     json_path: str | os.PathLike[str],
     images_dir: str | os.PathLike[str] | None = None,
     *,
     polygon_fill: str = "auto",
     allow_outside: bool = False,
+    on_progress: Callable[[int, int, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ImportResult:
     """Read a COCO instances JSON; ``file_name`` is resolved against ``images_dir`` (default: the JSON's folder).
 
     ``polygon_fill`` is ``"auto"``, ``"coco"`` or ``"labelme"`` (see the module docstring).
     A ``file_name`` that resolves outside that folder (absolute, ``..``, a symlink out) is
-    refused unless ``allow_outside``.
+    refused unless ``allow_outside``. After the JSON is parsed, ``on_progress(done, total, name)``
+    follows the images (header checks), then the annotations (decoding); ``should_stop()`` is
+    asked before each and raises :class:`~annotation.formats.Cancelled` (nothing has been written).
     """
     if polygon_fill not in ("auto", "coco", "labelme"):
         raise ValueError(f"polygon_fill must be auto, coco or labelme, not {polygon_fill!r}")
@@ -172,7 +180,9 @@ def read_coco(
     images: dict[int, dict[str, Any]] = {}
     order: list[int] = []
     seen_files: dict[Path, int] = {}
+    n_images, total = len(data["images"]), len(data["images"]) + len(data["annotations"])
     for i, im in enumerate(data["images"]):
+        check_stop(should_stop, "import")
         iid = _field(im, "id", f"images[{i}]", path, int)
         fname = _field(im, "file_name", f"images[{i}] (id {iid})", path, str)
         if iid in images:
@@ -202,9 +212,12 @@ def read_coco(
         if im.get("atrous_labelled") is True:
             images[iid]["mask"] = _start_mask(h, w, fill, images[iid]["void"], path, iid)
         order.append(iid)
+        if on_progress is not None:
+            on_progress(i + 1, total, img_path.name)
 
     # -- annotations, painted in file order
     for i, ann in enumerate(data["annotations"]):
+        check_stop(should_stop, "import")
         aid = ann.get("id", i) if isinstance(ann, dict) else i
         where = f"annotation id {aid}"
         iid = _field(ann, "image_id", where, path, int)
@@ -219,6 +232,8 @@ def read_coco(
         if im["mask"] is None:
             im["mask"] = _start_mask(im["h"], im["w"], fill, im["void"], path, iid)
         im["mask"][region] = index_of[cid]
+        if on_progress is not None and (i % _PROGRESS_EVERY == 0 or i + 1 == len(data["annotations"])):
+            on_progress(n_images + i + 1, total, f"annotation {aid}")
 
     items = [ImportedItem(image_path=images[i]["path"], mask=images[i]["mask"], source=path) for i in order]
     return ImportResult(items=items, classes=classes)
@@ -297,6 +312,8 @@ def export_coco(
 
     ``on_progress`` and ``should_stop`` as for :func:`annotation.formats.voc.export_voc`.
     """
+    from .voc import check_image_fits
+
     classes = project.classes()
     background = next((c for c in classes if c.is_background), None)
     cat_classes = [c for c in classes if not c.is_background]
@@ -328,6 +345,7 @@ def export_coco(
                 on_progress(image_id - 1, len(with_mask), rec.name)
             mask = project.read_mask(rec.id)
             assert mask is not None
+            check_image_fits(project, rec, mask)
             file_name = f"{name}.png"
             if copy_images:
                 data, ext, copied = export_image_bytes(project, rec.id, lossless=True)

@@ -25,6 +25,7 @@ import binascii
 import io
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +36,7 @@ from ..classes import IGNORE_NAME, make_class, read_class_file, read_json
 from ..errors import AtrousReadError, ImageReadError
 from ..imageio import open_guarded, read_image_info, read_image_info_bytes
 from ..masks import VOID
-from . import ImportedItem, ImportResult
+from . import ImportedItem, ImportResult, check_stop
 from .guards import (
     beyond_window,
     check_coordinates,
@@ -213,6 +214,8 @@ def read_labelme(
     *,
     images_dir: str | os.PathLike[str] | None = None,
     allow_outside: bool = False,
+    on_progress: Callable[[int, int, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ImportResult:
     """Read labelme JSON files under ``src`` (a folder, searched recursively, or one file).
 
@@ -220,7 +223,9 @@ def read_labelme(
     with a warning; anything malformed in a labelme file aborts with its name.
     An ``imagePath`` must resolve inside ``images_dir`` (default: the labelme folder)
     unless ``allow_outside``; when it does not, the file's embedded ``imageData`` is
-    used instead, and without one the file is refused.
+    used instead, and without one the file is refused. ``on_progress(done, total, name)``
+    follows the JSON files; ``should_stop()`` is asked before each one and raises
+    :class:`~annotation.formats.Cancelled` (nothing has been written).
     """
     src = Path(src)
     if src.is_file():
@@ -249,10 +254,13 @@ def read_labelme(
     bg = next((c.index for c in classes if c.is_background), None)
 
     items: list[ImportedItem] = []
-    for path in files:
+    for done, path in enumerate(files, start=1):
+        check_stop(should_stop, "import")
         data = read_json(path)
         if not isinstance(data, dict) or "shapes" not in data:
             warnings.append(f"{path}: not a labelme file (no 'shapes'); skipped")
+            if on_progress is not None:
+                on_progress(done, len(files), path.name)
             continue
         shapes = data["shapes"]
         if not isinstance(shapes, list):
@@ -283,6 +291,8 @@ def read_labelme(
                 value_of[label] = value
             label_map[shape_to_mask(h, w, shape, path, k)] = value
         items.append(ImportedItem(image_path=image_path, mask=label_map, source=path, embedded_image=embedded))
+        if on_progress is not None:
+            on_progress(done, len(files), path.name)
     if not items:
         raise AtrousReadError(f"{src}: no labelme JSON files found")
     return ImportResult(items=items, classes=classes, warnings=warnings)

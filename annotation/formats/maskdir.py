@@ -11,7 +11,7 @@ different sub-folders are an error, since the pairing would be a guess.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +20,7 @@ from ..classes import make_class, read_class_file
 from ..errors import AtrousReadError
 from ..masks import VOID, read_mask_png
 from ..project import LabelClass, scan_images
-from . import ImportedItem, ImportResult
+from . import ImportedItem, ImportResult, check_stop
 
 
 def _by_stem(paths: list[Path], what: str) -> dict[str, Path]:
@@ -39,12 +39,16 @@ def read_mask_folder(
     void: int | None = None,
     *,
     project_classes: Sequence[LabelClass] | None = None,
+    on_progress: Callable[[int, int, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> ImportResult:
     """Pair ``labels_dir/**/<stem>.png`` with ``images_dir/**/<stem>.<ext>`` and read the masks.
 
     ``images_dir`` may also be a list of image files (the images of the project imported
     into). Without ``classes_file``, ``project_classes`` (that project's classes) name the
-    values; without either, value N is named ``class_N``.
+    values; without either, value N is named ``class_N``. ``on_progress(done, total, name)``
+    follows the images; ``should_stop()`` is asked before each one and raises
+    :class:`~annotation.formats.Cancelled` (nothing has been written).
     """
     labels_dir = Path(labels_dir)
     if not labels_dir.is_dir():
@@ -81,10 +85,10 @@ def read_mask_folder(
         classes, fixed, named_by = [], False, ""
     known = {c.index for c in classes}
     items: list[ImportedItem] = []
-    for stem, image in images.items():
-        label = labels.get(stem)
-        if label is None and from_project:
-            continue  # a project image without a label PNG stays as it is
+    # A project image without a label PNG stays as it is.
+    pairs = [(image, labels.get(stem)) for stem, image in images.items() if stem in labels or not from_project]
+    for done, (image, label) in enumerate(pairs, start=1):
+        check_stop(should_stop, "import")
         mask = None
         if label is not None:
             mask = read_mask_png(label)
@@ -100,5 +104,7 @@ def read_mask_folder(
                     classes.append(make_class(v, f"class_{v}"))
                     known.add(v)
         items.append(ImportedItem(image_path=image, mask=mask, source=label or image))
+        if on_progress is not None:
+            on_progress(done, len(pairs), (label or image).name)
     classes.sort(key=lambda c: c.index)
     return ImportResult(items=items, classes=classes, classes_guessed=not fixed)

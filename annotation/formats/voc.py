@@ -44,14 +44,22 @@ from . import VOC_CLASSES, ExportFolder, ImportedItem, ImportResult, check_stop,
 EXPORT_FRAME = "upright (EXIF orientation applied to images and masks)"
 
 
-def read_voc(root: str | os.PathLike[str], classes_file: str | os.PathLike[str] | None = None) -> ImportResult:
+def read_voc(
+    root: str | os.PathLike[str],
+    classes_file: str | os.PathLike[str] | None = None,
+    *,
+    on_progress: Callable[[int, int, str], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> ImportResult:
     """Read a VOC-style root: JPEGImages/, SegmentationClass/ (+ optional ImageSets/Segmentation, class list).
 
     The image ids are those listed in ``ImageSets/Segmentation/*.txt`` when that
     folder exists, else the stems of ``SegmentationClass/*.png``. Ids without a
     SegmentationClass PNG are imported without a mask. The class list comes from
     ``classes_file``, else ``classes.json``, ``labels.txt`` or ``class_names.txt``
-    in the root, else the 21 VOC names. 255 stays void.
+    in the root, else the 21 VOC names. 255 stays void. ``on_progress(done, total, name)``
+    follows the image ids; ``should_stop()`` is asked before each one and raises
+    :class:`~annotation.formats.Cancelled` (nothing has been written).
     """
     root = Path(root)
     jpeg_dir = root / "JPEGImages"
@@ -93,7 +101,8 @@ def read_voc(root: str | os.PathLike[str], classes_file: str | os.PathLike[str] 
 
     items: list[ImportedItem] = []
     known = {c.index for c in classes} | {VOID}
-    for stem in ids:
+    for done, stem in enumerate(ids, start=1):
+        check_stop(should_stop, "import")
         if "/" in stem or "\\" in stem or stem in ("", ".", ".."):
             raise AtrousReadError(f"{sets_dir}: bad image id {stem!r}")
         image = _find_image(jpeg_dir, stem)
@@ -113,6 +122,8 @@ def read_voc(root: str | os.PathLike[str], classes_file: str | os.PathLike[str] 
                     classes.append(make_class(v, f"class_{v}"))
                     known.add(v)
         items.append(ImportedItem(image_path=image, mask=mask, source=label if mask is not None else image))
+        if on_progress is not None:
+            on_progress(done, len(ids), label.name if mask is not None else image.name)
     return ImportResult(items=items, classes=classes, warnings=warnings, classes_guessed=classes_file is None)
 
 
@@ -177,6 +188,24 @@ def split_ids(names: Sequence[str], *, val_fraction: float = 0.2, seed: int = 0)
     return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
 
 
+def check_image_fits(project: Project, rec, mask: np.ndarray | None = None) -> None:
+    """Refuse an image whose file changed size since it was added (header only), or whose mask does not fit.
+
+    Export and fine-tuning call this so a replaced image never becomes a mismatched pair.
+    """
+    from ..imageio import read_image_info
+
+    path = project.image_path(rec)
+    info = read_image_info(path)
+    size = (info.width, info.height)
+    if size != (rec.width, rec.height) or (mask is not None and mask.shape[:2] != (rec.height, rec.width)):
+        got = f"its mask is {mask.shape[1]}x{mask.shape[0]}" if mask is not None else "its mask was made for that"
+        raise AtrousReadError(
+            f"{path}: the image is now {size[0]}x{size[1]} but was {rec.width}x{rec.height} when added ({got}); "
+            "it changed on disk after it was labelled. Put the original back, or remove the image from the project"
+        )
+
+
 def export_voc(
     project: Project,
     out: str | os.PathLike[str],
@@ -209,12 +238,13 @@ def export_voc(
             check_stop(should_stop)
             if on_progress is not None:
                 on_progress(done, len(with_mask), rec.name)
+            mask = project.read_mask(rec.id)
+            assert mask is not None
+            check_image_fits(project, rec, mask)
             data, ext, copied = export_image_bytes(project, rec.id, lossless=lossless_images)
             folder.write(f"{prefix}JPEGImages/{name}{ext}", data)
             summary.copied_images += copied
             summary.reencoded_images += not copied
-            mask = project.read_mask(rec.id)
-            assert mask is not None
             folder.write(f"{prefix}SegmentationClass/{name}.png", encode_mask_png(mask, cmap))
             obj, overflow = object_map(mask, background)
             summary.overflow_instances += overflow

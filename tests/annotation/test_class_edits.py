@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annotation import class_edits
+from annotation import class_edits, class_undo
 from annotation.class_edits import (
     PENDING_KEY,
     add_classes,
@@ -22,6 +22,7 @@ from annotation.class_edits import (
     remap_document,
     set_background,
 )
+from annotation.class_undo import last_record, undo_class_edit
 from annotation.classes import read_class_file
 from annotation.editing import MaskDocument
 from annotation.errors import AtrousError, AtrousReadError, AtrousWriteError
@@ -240,3 +241,164 @@ def test_staging_of_a_running_process_is_left_alone(proj: Project) -> None:
     proj.close()
     Project.open(proj.root).close()
     assert live.is_dir()  # another window of this process may be preparing it
+
+
+# ---------------------------------------------------------------- undoing the last class change
+
+
+def _snapshot(p: Project) -> dict[str, bytes]:
+    """Every mask and kept pre-label file, byte for byte."""
+    out = {}
+    for sub in ("masks", "prelabels"):
+        folder = p.root / sub
+        if folder.is_dir():
+            out.update({f"{sub}/{f.name}": f.read_bytes() for f in folder.iterdir() if f.suffix == ".png"})
+    return out
+
+
+def _no_leftovers(p: Project) -> bool:
+    return not any(f.name.startswith((".class-edit-", ".class-undo-")) for f in p.root.iterdir())
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda cl: delete_class(cl, 2, 0),  # dog -> background, bird moves up
+        lambda cl: delete_class(cl, 1, 3),  # merge cat into bird
+        lambda cl: move_class(cl, 1, 1),  # cat <-> dog
+    ],
+    ids=["delete", "merge", "reorder"],
+)
+def test_undo_restores_masks_byte_for_byte_and_the_classes(proj: Project, make) -> None:
+    before_files, before_classes = _snapshot(proj), proj.classes()
+    edit = make(before_classes)
+    res = apply_class_edit(proj, edit)
+    assert _snapshot(proj) != before_files and res.changed_ids
+    assert last_record(proj).description == edit.description
+    undone = undo_class_edit(proj)
+    assert proj.classes() == before_classes
+    assert _snapshot(proj) == before_files  # byte for byte, pre-labels too
+    assert sorted(undone.changed_ids) == sorted(res.changed_ids)
+    # the inverse LUT carries every surviving class back to its old index
+    for c in edit.classes:
+        assert undone.lut[c.index] == next(o.index for o in before_classes if o.name == c.name)
+    assert proj.last_edits(1)[0].source.startswith("classes: undo ")
+    assert last_record(proj) is None and _no_leftovers(proj)
+    with pytest.raises(AtrousError, match="no class change to undo"):
+        undo_class_edit(proj)
+
+
+def test_the_next_edit_replaces_the_undo_record(proj: Project) -> None:
+    first = _snapshot(proj)
+    apply_class_edit(proj, move_class(proj.classes(), 1, 1))
+    after_move, classes_after_move = _snapshot(proj), proj.classes()
+    apply_class_edit(proj, delete_class(proj.classes(), 3, 0))
+    assert len([f for f in proj.root.iterdir() if f.name.startswith(".class-undo-")]) == 1
+    undo_class_edit(proj)  # undoes the delete only
+    assert proj.classes() == classes_after_move and _snapshot(proj) == after_move != first
+    with pytest.raises(AtrousError, match="no class change to undo"):
+        undo_class_edit(proj)
+
+
+def test_undo_of_an_add_is_refused_while_the_new_class_is_painted(proj: Project) -> None:
+    old = proj.classes()
+    apply_class_edit(proj, add_classes(old, ["sky"]))
+    image_id = proj.images()[2].id
+    proj.save_mask(image_id, np.full((H, W), 4, np.uint8))
+    with pytest.raises(AtrousError, match=r"1 image\(s\) were changed after it \(i2.png\)"):
+        undo_class_edit(proj)
+    assert [c.name for c in proj.classes()][-1] == "sky"
+    proj.save_mask(image_id, np.zeros((H, W), np.uint8))
+    undo_class_edit(proj)
+    assert proj.classes() == old
+
+
+def test_undo_is_refused_when_a_mask_changed_since(proj: Project) -> None:
+    ids = [r.id for r in proj.images()]
+    edit = delete_class(proj.classes(), 2, 0)
+    apply_class_edit(proj, edit)
+    after, classes_after = _snapshot(proj), proj.classes()
+    left = _disk(proj, ids[0])
+    painted = left.copy()
+    painted[2, 2] = 1
+    proj.save_mask(ids[0], painted)  # a stroke saved after the class change
+    with pytest.raises(AtrousError, match=r"changed after it \(i0.png\).*Nothing was changed"):
+        undo_class_edit(proj)
+    assert proj.classes() == classes_after and _disk(proj, ids[0])[2, 2] == 1
+    # a mask created after the change (image 2 had none) is a change too
+    proj.save_mask(ids[0], left)
+    proj.save_mask(ids[2], np.zeros((H, W), np.uint8))
+    with pytest.raises(AtrousError, match=r"i2.png"):
+        undo_class_edit(proj)
+    (proj.root / "masks" / f"{ids[2]}.png").unlink()
+    undo_class_edit(proj)  # back as the change left it: undoable again
+    assert [c.name for c in proj.classes()] == [c.name for c in CLASSES]
+    assert _snapshot(proj) != after
+
+
+def test_undo_is_refused_after_a_rename(proj: Project) -> None:
+    apply_class_edit(proj, move_class(proj.classes(), 1, 1))
+    proj.rename_class(1, "hound")
+    with pytest.raises(AtrousError, match="renamed or recoloured"):
+        undo_class_edit(proj)
+    assert proj.classes()[1].name == "hound"
+
+
+def test_crash_mid_undo_is_finished_on_open(proj: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    before_files, before_classes = _snapshot(proj), proj.classes()
+    apply_class_edit(proj, delete_class(proj.classes(), 1, VOID))
+    real = class_edits._move
+    moved = []
+
+    def crash(src, dst):
+        if len(moved) == 1:
+            raise KeyboardInterrupt  # the process dies between two moves of the undo
+        moved.append(dst)
+        real(src, dst)
+
+    monkeypatch.setattr(class_edits, "_move", crash)
+    with pytest.raises(KeyboardInterrupt):
+        undo_class_edit(proj)
+    monkeypatch.setattr(class_edits, "_move", real)
+    assert proj._query("SELECT value FROM meta WHERE key=?", (PENDING_KEY,))
+    proj.close()
+    with Project.open(proj.root) as again:
+        assert again.classes() == before_classes
+        assert _snapshot(again) == before_files
+        assert last_record(again) is None
+        with pytest.raises(AtrousError, match="no class change to undo"):
+            undo_class_edit(again)
+
+
+def test_crash_before_the_undo_commits_keeps_the_change_and_its_undo(
+    proj: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    before_files = _snapshot(proj)
+    apply_class_edit(proj, move_class(proj.classes(), 2, 1))
+    after_files, after_classes = _snapshot(proj), proj.classes()
+    real = class_undo.atomic_write_bytes
+
+    def failing(path, data):
+        if ".class-edit-" in str(path):
+            raise AtrousWriteError("disk full (injected)")
+        real(path, data)
+
+    monkeypatch.setattr(class_undo, "atomic_write_bytes", failing)
+    with pytest.raises(AtrousWriteError, match="injected"):
+        undo_class_edit(proj)
+    assert proj.classes() == after_classes and _snapshot(proj) == after_files
+    monkeypatch.setattr(class_undo, "atomic_write_bytes", real)
+    undo_class_edit(proj)
+    assert _snapshot(proj) == before_files and _no_leftovers(proj)
+
+
+def test_a_failed_edit_keeps_the_previous_undo(proj: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    before_files = _snapshot(proj)
+    apply_class_edit(proj, move_class(proj.classes(), 1, 1))
+    monkeypatch.setattr(class_edits, "write_mask_png", lambda *a: (_ for _ in ()).throw(AtrousWriteError("full")))
+    with pytest.raises(AtrousWriteError):
+        apply_class_edit(proj, delete_class(proj.classes(), 3, 0))
+    assert len([f for f in proj.root.iterdir() if f.name.startswith(".class-undo-")]) == 1
+    monkeypatch.undo()
+    undo_class_edit(proj)
+    assert _snapshot(proj) == before_files

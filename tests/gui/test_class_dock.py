@@ -275,3 +275,62 @@ def test_a_merge_is_not_counted_as_a_correction(
     assert window.merge_class(1, into=2)  # person into car: the painted pixels no longer differ
     assert m.doc.changed_pixels == 0
     assert m.take_provenance()[0] == 0 and not m.dirty
+
+
+# ---------------------------------------------------------------- undoing the last class change
+
+
+def _files(project_path: Path) -> dict[str, bytes]:
+    return {f.name: f.read_bytes() for f in (project_path / "masks").glob("*.png")}
+
+
+def test_ctrl_z_right_after_a_reorder_undoes_it_for_the_project(
+    qtbot, window: MainWindow, project_path: Path, confirmations: list[str]
+) -> None:
+    before, shown = _files(project_path), window.current_model.label_map.copy()
+    assert not window.act_undo_classes.isEnabled()
+    window.select_class(1)
+    qtbot.mouseClick(window.class_buttons["▼"], Qt.MouseButton.LeftButton)  # person <-> car, through the dock
+    assert _names(window)[1:3] == ["car", "person"] and (window.current_model.label_map[:, : W // 2] == 2).all()
+    assert window.act_undo_classes.isEnabled() and "move person down" in window.act_undo_classes.text()
+    assert window.act_undo.shortcut().toString() == "Ctrl+Z"
+    window.act_undo.trigger()  # what Ctrl+Z does: the class change was the last thing done
+    assert "Undo “move person down”?" in confirmations[-1]
+    assert _names(window) == [c.name for c in CLASSES]
+    assert _files(project_path) == before  # byte for byte
+    assert (window.current_model.label_map == shown).all() and not window.current_model.dirty
+    assert window.tools.class_value == 1  # person is still the class painted, at its old index again
+    assert not window.act_undo_classes.isEnabled() and window.act_undo_classes.text() == "Undo class change"
+
+
+def test_after_a_delete_ctrl_z_undoes_strokes_first_and_a_saved_stroke_blocks_the_undo(
+    qtbot, window: MainWindow, project_path: Path, confirmations: list[str], monkeypatch
+) -> None:
+    before = _files(project_path)
+    assert window.delete_class(1, into=0)  # person -> background
+    assert "Edit → Undo class change" in confirmations[0]
+    window.select_class(2)  # tree, now at 2
+    _drag(qtbot, window, [(40, 20), (50, 20)])
+    window.act_undo.trigger()  # the stroke was the last thing done: Ctrl+Z takes it back
+    assert _names(window) == ["background", "car", "tree"] and not (window.current_model.label_map == 2).any()
+    window.act_undo.trigger()  # nothing left in the image; the class change is not undone by a stray Ctrl+Z
+    assert _names(window) == ["background", "car", "tree"]
+    window.redo()  # the stroke again, saved: the mask is no longer what the delete left
+    assert window.save_current()
+    errors: list[str] = []
+    monkeypatch.setattr(dialogs, "show_error", lambda parent, title, text: errors.append(text))
+    assert not window.undo_class_change()
+    assert "changed after it (img00.png)" in errors[0] and "Nothing was changed" in errors[0]
+    assert _names(window) == ["background", "car", "tree"]
+    window.undo()  # take the stroke back and save: the mask is as the delete left it
+    assert window.save_current()
+    window.act_undo_classes.trigger()  # Edit -> Undo class change
+    assert _names(window) == [c.name for c in CLASSES] and _files(project_path) == before
+    assert (window.current_model.label_map[:, : W // 2] == 1).all()
+
+
+def test_export_is_disabled_without_a_project(qtbot) -> None:
+    win = MainWindow(None)
+    qtbot.addWidget(win)
+    assert not win.act_export.isEnabled() and not win.act_undo_classes.isEnabled()
+    win.cache.shutdown()

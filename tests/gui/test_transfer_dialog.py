@@ -286,3 +286,47 @@ def test_export_needs_a_project(qtbot, monkeypatch: pytest.MonkeyPatch) -> None:
     assert transfer_dialog.open_export(win) is None and "Open a project first" in shown[0]
     win.close()
     win.cache.shutdown()
+
+
+@pytest.mark.parametrize("how", ["cancel button", "closing the app"])
+def test_cancel_while_reading_the_source_stops_before_writing(
+    qtbot, window, project_path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """The read phase counts files (a determinate bar); Cancel or closing the app stops it at the next file."""
+    import annotation.formats as formats
+    import annotation.formats.maskdir as maskdir
+
+    write_labels(tmp_path / "labels", project_path)
+    entered, gate = threading.Event(), threading.Event()
+    real, reads = maskdir.read_mask_png, []
+
+    def held(path):
+        reads.append(path)
+        if len(reads) == 2:  # hold the second label file until the test has pressed Cancel
+            entered.set()
+            assert gate.wait(10)
+        return real(path)
+
+    monkeypatch.setattr(maskdir, "read_mask_png", held)
+    hashed: list[Path] = []
+    monkeypatch.setattr(formats, "file_sha256", lambda p: hashed.append(p) or "x")
+    masks_before = {f.name: f.read_bytes() for f in (project_path / "masks").iterdir()}
+    dlg = transfer_dialog.open_import(window)
+    dlg.format_combo.setCurrentIndex(dlg.format_combo.findData("masks"))
+    dlg.src_edit.setText(str(tmp_path / "labels"))
+    dlg.start()
+    assert entered.wait(10)
+    qtbot.waitUntil(lambda: dlg.progress_bar.maximum() == 3, timeout=5000)  # 3 labels: determinate
+    assert dlg.progress_bar.value() == 1 and dlg.state.text().startswith("1 / 3  reading ")
+    if how == "cancel button":
+        dlg.cancel_btn.click()
+        gate.set()
+    else:  # the window's closeEvent asks the dialog, which cancels and waits for the worker
+        monkeypatch.setattr(dialogs, "confirm", lambda *a: gate.set() or True)
+        assert dlg.ask_cancel() and not dlg.running
+    wait_idle(qtbot, dlg)
+    assert dlg.state.text().startswith("Cancelled") and len(reads) == 2 and hashed == []
+    assert dlg.run_btn.isEnabled() and dlg.cancel_btn.text() == "Close" and not dlg.progress_bar.isVisible()
+    assert {f.name: f.read_bytes() for f in (project_path / "masks").iterdir()} == masks_before
+    with Project.open(project_path) as p:
+        assert sum(r.has_mask for r in p.images()) == 1

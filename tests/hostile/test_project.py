@@ -59,7 +59,13 @@ def test_voc_label_png_bomb_at_import(tmp_path: Path) -> None:
 def test_label_png_bomb_in_a_project_at_info(project: Path) -> None:
     png_bomb(mask_path(project, 1), 20000, 20000)
     before = snapshot(project)
-    run_capped("info", project).refused(mask_path(project, 1), "too large")
+    run = run_capped("info", project)  # capped: the bomb is refused, never decoded
+    # info goes on with the other masks and names the bad one in a warning (#17 item 13).
+    assert run.rc == 0, run.err
+    assert "2 mask(s)" in run.out
+    warnings = [line for line in run.err.splitlines() if line.startswith("warning: ")]
+    assert any(str(mask_path(project, 1)) in w and "too large" in w and "0.png" in w for w in warnings), run.err
+    assert "Traceback" not in run.err
     assert snapshot(project) == before
 
 
