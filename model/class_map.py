@@ -220,6 +220,26 @@ def class_map_from_record(
         return None
 
 
+def recorded_class_map(
+    metrics: Mapping[str, object] | None, model_names: Sequence[str], project_classes: Sequence[LabelClass], label: str
+) -> ClassMap | None:
+    """The class map a model version was recorded with (its ``metrics``), made again for reuse; None when it has none.
+
+    Raises :class:`ClassMapError` when it has one that no longer fits (a class renamed or removed since,
+    or another model's classes): pre-labelling without it would be refused anyway, so say why.
+    """
+    record = (metrics or {}).get("class_map")
+    if record is None:
+        return None
+    cmap = class_map_from_record(record, model_names, project_classes)
+    if cmap is None:
+        raise ClassMapError(
+            f"model version {label} was recorded with a class map that no longer fits this model and the project's "
+            "classes (a class renamed or removed since?); give the map again with `--map FILE` (docs/formats.md)"
+        )
+    return cmap
+
+
 def mapped_classes(cmap: ClassMap, project_classes: Sequence[LabelClass]) -> list[str]:
     """The model classes that land on a project class other than background and void."""
     bg = background_index(project_classes)
@@ -369,4 +389,5 @@ __all__ = [
     "name_key",
     "parse_map_lines",
     "read_map_file",
+    "recorded_class_map",
 ]

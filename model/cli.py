@@ -129,7 +129,8 @@ def add_model_arguments(p: argparse.ArgumentParser, default: str | None = None) 
         metavar="FILE",
         help="project mode: map a model whose classes are not the project's onto them; lines "
         "`model class = project class` (or `= void`), `* = background|void` for the rest, others matched by "
-        "name (docs/formats.md)",
+        "name (docs/formats.md); a version recorded with a map (`<name> mapped`) reuses it without --map, and "
+        "--map given wins",
     )
     p.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N, mps")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
@@ -323,6 +324,7 @@ def cmd_activate(args: argparse.Namespace) -> int:
 
 def cmd_prelabel_project(args: argparse.Namespace) -> int:
     """``prelabel PROJECT [--model ...] [--overwrite-edited]``."""
+    from annotation.locks import project_lock
     from annotation.project import Project
 
     from .jobs import prelabel_project
@@ -330,10 +332,11 @@ def cmd_prelabel_project(args: argparse.Namespace) -> int:
     from .versions import check_classes_match, ensure_version, resolve
 
     map_file = _read_map(args)
-    with Project.open(args.images) as project:
+    # Shared: class changes wait for (or refuse during) the job; other mask writers go on.
+    with project_lock(args.images, exclusive=False, what="a pre-label job"), Project.open(args.images) as project:
         ref = _train_pixel_classifier(project, args) if args.model == PIXEL_CLASSIFIER else resolve(project, args.model)
         predictor = make_predictor(args, ref)
-        class_map = _class_map(map_file, project, predictor.meta)
+        class_map = _class_map(map_file, project, predictor.meta, ref)
         check_classes_match(project, predictor.meta, class_map)
         version_id = ensure_version(project, ref, predictor.meta.name, class_map)
         bar: ProgressBar | None = None
@@ -404,12 +407,38 @@ def _read_map(args: argparse.Namespace):
     return read_map_file(args.map)
 
 
-def _class_map(map_file, project, meta):
-    """The class map of ``--map`` for this model and project (names checked), printed; None without ``--map``."""
+def _class_map(map_file, project, meta, ref=None):
+    """The class map for this model and project, printed: ``--map``'s (names checked), else the one the
+    chosen version ``ref`` was recorded with (a ``<name> mapped`` version), else None.
+
+    ``--map`` wins over a recorded map; when they differ that is said, and the run is recorded under
+    the version of ``--map``'s map (``ensure_version``), so the recorded version keeps its own map.
+    """
+    from .class_map import ClassMapError, recorded_class_map
+
+    mv = None
+    if ref is not None and ref.version_id is not None:
+        mv = next((v for v in project.model_versions() if v.id == ref.version_id), None)
+    label = ref.label if ref is not None and ref.label else "the chosen version"
     if map_file is None:
-        return None
+        if mv is None:
+            return None
+        cmap = recorded_class_map(mv.metrics, meta.class_names, project.classes(), label)
+        if cmap is not None:
+            print(f"class map (recorded with {label}): {cmap.describe()}", file=sys.stderr)
+        return cmap
     cmap = map_file.resolve(meta.class_names, project.classes())
     print(f"class map ({map_file.source}): {cmap.describe()}", file=sys.stderr)
+    try:
+        stored = recorded_class_map(mv.metrics, meta.class_names, project.classes(), label) if mv else None
+    except ClassMapError:
+        stored = None  # it no longer fits; --map replaces it
+    if stored is not None and (stored.pairs(), stored.unmapped) != (cmap.pairs(), cmap.unmapped):
+        print(
+            f"note: --map differs from the class map recorded with {label}; using --map "
+            "(recorded as a model version of its own)",
+            file=sys.stderr,
+        )
     return cmap
 
 
@@ -438,7 +467,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if not records:
             raise AtrousError(f"{args.project}: no images with masks and status {' or '.join(statuses)} to evaluate on")
         predictor = make_predictor(args, ref)
-        class_map = _class_map(map_file, project, predictor.meta)
+        class_map = _class_map(map_file, project, predictor.meta, ref)
         check_classes_match(project, predictor.meta, class_map)
         result = evaluate_project(project, predictor, records, class_map=class_map)
     if args.json:

@@ -72,7 +72,9 @@ def main() -> int:
     c.fit()
 
     smart_tool_shots(app, win, shot)
+    learn_shots(app, win, shot)  # before model_shots marks every mask reviewed: it learns from the strokes alone
     model_shots(app, win, shot)
+    class_map_shots(app, win)
     class_shots(app, win, shot)
     transfer_shots(app, win, Path(tmp.name))
 
@@ -264,8 +266,81 @@ def class_shots(app, win, shot) -> None:
     dlg.close()
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def learn_shots(app, win, shot) -> None:
+    """ "Learn from my strokes" on the coffee photo: the mask emptied (void), a few strokes of cup and
+    background, Learn, and the preview of the pixel classifier it trained. It also learns from the project's
+    edited and reviewed masks, so it is shot while the sample's are pre-labels. Undone and saved afterwards:
+    the photo keeps its sample mask for the shots that follow."""
+    import time
+
+    import numpy as np
+
+    from annotation.masks import VOID
+
+    proj = win.project
+    rec = next(r for r in proj.images() if Path(r.path).stem == "coffee")
+    if proj.image(rec.id).status == "reviewed":  # a reviewed image is left as it is by the preview
+        proj.set_status(rec.id, "edited")
+        win._refresh_record(rec.id)
+    win.show_image(rec.id)
+    win.canvas.fit()
+    m = win.current_model
+    m.replace_all(np.full(m.shape, VOID, np.uint8))  # nothing labelled: only the strokes below teach
+    strokes = {
+        3: [
+            [(200, 40), (300, 22), (395, 45)],
+            [(250, 150), (330, 140)],
+            [(190, 200), (250, 240), (330, 235)],
+            [(215, 255), (225, 290)],
+        ],
+        0: [
+            [(20, 40), (140, 20)],
+            [(440, 30), (580, 70)],
+            [(500, 130), (560, 260), (540, 360)],
+            [(95, 230), (110, 310), (200, 360)],
+            [(430, 180), (465, 280), (420, 340)],
+            [(345, 290), (380, 265)],
+            [(260, 385), (460, 380)],
+        ],
+    }
+    for value, lines in strokes.items():
+        for pts in lines:
+            m.begin_stroke()
+            for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+                m.brush_segment(x0, y0, x1, y1, 7, value)
+            m.end_stroke()
+    win.select_class(3)
+    win.model_panel.learn_button.click()
+    end = time.monotonic() + 300
+    while win.learning and time.monotonic() < end:
+        app.processEvents()
+        time.sleep(0.05)
+    for _ in range(10):  # the result and finished signals queued behind the thread's end
+        app.processEvents()
+        time.sleep(0.02)
+    print("learn:", win.model_panel.progress_label.text())
+    shot("09-learn-from-strokes.png")
+    for _ in range(2 + sum(len(lines) for lines in strokes.values())):  # the preview, the strokes, the emptying
+        m.undo()
+    win.save_current()
+
+
+def class_map_shots(app, win) -> None:
+    """The class-map table for torchvision's 21 VOC classes onto the sample project's classes."""
+    from gui.class_map_dialog import ClassMapDialog
+    from model.versions import DEFAULT_MODEL
+    from model.weights import REGISTRY
+
+    voc = list(REGISTRY[DEFAULT_MODEL].torchvision_weights().meta["categories"])  # names only, no download
+    sample = [c for c in win.project.classes() if c.index < 5]  # background, person, cat, cup, sky
+    dlg = ClassMapDialog(DEFAULT_MODEL, voc, sample, parent=win)
+    dlg.resize(640, 780)  # tall enough for rows 0-19: background, cat and person (the by-name matches) in view
+    dlg.show()
+    dlg.ok_button.setFocus()  # no focus frame on the table's first cell
+    app.processEvents()
+    dlg.grab().save(str(OUT / "class-map.png"))
+    print(f"wrote {OUT / 'class-map.png'}")
+    dlg.close()
 
 
 def transfer_shots(app, win, tmp: Path) -> None:
@@ -313,3 +388,7 @@ def transfer_shots(app, win, tmp: Path) -> None:
     wait(lambda: dlg.running)
     grab(dlg, "export.png")
     dlg.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -343,3 +343,50 @@ def test_cli_prelabel_and_evaluate_a_voc_model_on_a_person_car_cat_project(tmp_p
     assert "--map applies to projects only" in capsys.readouterr().err
     with Project.open(path) as p:
         assert {r.status for r in p.images()} == {"reviewed"} and len(p.model_versions()) == 1
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_cli_reuses_a_mapped_versions_recorded_map_and_map_wins(tmp_path: Path, voc_ckpt, capsys) -> None:
+    path = _project(tmp_path, ("person", "car", "cat"), n=2, h=40, w=56)
+    opts = ["--device", "cpu", "--precision", "fp32"]
+    mapping = tmp_path / "voc.map"
+    mapping.write_text("motorbike = car\n* = void\n", encoding="utf-8")
+    assert main.main(["prelabel", str(path), "--model", str(voc_ckpt), *opts, "--map", str(mapping)]) == 0
+    capsys.readouterr()
+    with Project.open(path) as p:
+        (mv,) = p.model_versions()
+        for r in p.images():
+            p.save_mask(r.id, np.zeros((40, 56), np.uint8), status="prelabeled")  # person, so a rerun shows
+    # the mapped version again, without --map: its recorded map, recorded under that same version
+    assert main.main(["prelabel", str(path), "--model", f"v{mv.id}", *opts]) == 0
+    cap = capsys.readouterr()
+    assert f"class map (recorded with v{mv.id} " in cap.err and "motorbike -> car" in cap.err
+    assert f"with model version v{mv.id}" in cap.out
+    with Project.open(path) as p:
+        assert [v.id for v in p.model_versions()] == [mv.id]
+        for r in p.images():
+            assert np.all(p.read_mask(r.id) == 1) and p.image(r.id).prelabel_model_version == mv.id
+            p.save_mask(r.id, np.full((40, 56), 1, np.uint8), status="reviewed")
+        p.active_model_version = mv.id
+    # evaluate by version, and with the active version (no --model)
+    for model in (["--model", f"v{mv.id}"], []):
+        assert main.main(["evaluate", str(path), *model, *opts, "--json"]) == 0
+        d = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+        assert d["pixel_accuracy"] == 1.0 and d["class_map"]["pairs"]["motorbike"] == "car"
+    # --map wins over the recorded map: said, and recorded as a version of its own
+    mapping.write_text("motorbike = cat\n* = void\n", encoding="utf-8")
+    assert main.main(["prelabel", str(path), "--model", f"v{mv.id}", *opts, "--map", str(mapping)]) == 0
+    assert "--map differs from the class map recorded with" in capsys.readouterr().err
+    with Project.open(path) as p:
+        assert {r.status for r in p.images()} == {"reviewed"}  # left alone without --overwrite-edited
+        versions = p.model_versions()
+        assert len(versions) == 2 and versions[1].metrics["class_map"]["pairs"]["motorbike"] == "cat"
+        assert versions[1].checkpoint_path == mv.checkpoint_path and versions[1].name.endswith("mapped")
+        p.rename_class(1, "automobile")
+    # a recorded map that no longer fits is refused, saying why, before anything is written
+    assert main.main(["evaluate", str(path), "--model", f"v{mv.id}", *opts]) == 2
+    assert "no longer fits" in capsys.readouterr().err
+    assert main.main(["prelabel", str(path), "--model", f"v{mv.id}", *opts, "--overwrite-edited"]) == 2
+    assert "--map FILE" in capsys.readouterr().err
+    with Project.open(path) as p:
+        assert {r.status for r in p.images()} == {"reviewed"} and len(p.model_versions()) == 2
