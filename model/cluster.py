@@ -1,7 +1,10 @@
 """Pre-label on a Ray cluster: ``prelabel IMAGES|PROJECT|LIST --ray [ADDRESS] --out OUT`` (docs/cluster.md).
 
-Ray Data reads the image list, decodes on CPU workers (``map``) and predicts with
-``map_batches`` on an actor pool. Each actor loads the model once through
+Ray Data reads the image list and predicts with ``map_batches`` on an actor pool. On a
+CPU-only cluster each actor decodes its own images (``Predictor.predict_files`` with its
+prefetch thread, as the CLI does), so no decode tasks compete with the actors for the
+CPUs and no decoded image goes through the object store; with GPU actors, CPU workers
+decode ahead of them (``map``). Each actor loads the model once through
 :func:`model.versions.load_predictor`, so the CLI's whole Predictor path (precision,
 channels-last, tiles, out-of-memory fallbacks) runs there, and writes each image's
 palette mask (``OUT/masks/``, the writer of ``prelabel DIR --out``) and confidence
@@ -127,22 +130,29 @@ class PredictActor:
         self.test_exit = test_exit
 
     def __call__(self, batch: dict) -> dict:
+        """One batch of rows (``path``, ``name``, and ``image``/``error`` when decoded upstream) ->
+        small result rows (``path``, ``result``: the manifest fields as JSON); the outputs go to files."""
+        from annotation.imageio import load_image
+
         paths = [str(p) for p in batch["path"]]
         names = dict(zip(paths, (str(n) for n in batch["name"])))
-        images = {Path(p): im for p, im in zip(paths, batch["image"])}
+        if "image" in batch:  # decoded by CPU workers upstream (GPU actors)
+            images = {Path(p): im for p, im in zip(paths, batch["image"])}
+            errors = [str(e) for e in batch["error"]]
+            loader = images.__getitem__
+        else:  # decoded here, ahead of inference, by predict_files' prefetch thread
+            errors, loader = [""] * len(paths), load_image
         results: dict[str, dict] = {}
         todo: list[Path] = []
-        for p, error in zip(paths, batch["error"]):
+        for p, error in zip(paths, errors):
             if error:
-                results[p] = {"error": str(error)}
-                continue
-            h, w = images[Path(p)].shape[:2]
-            if verify_outputs(self.out, names[p], (w, h)) is not None:
+                results[p] = {"error": error}
+            elif self._written(p, names[p], loader):
                 # written by this actor's previous life before it died and its batch was retried: adopt, never rewrite
                 results[p] = found_fields(self.out, names[p], adopted=True)
             else:
                 todo.append(Path(p))
-        for path, pred in self.predictor.predict_files(todo, loader=images.__getitem__):
+        for path, pred in self.predictor.predict_files(todo, loader=loader):
             p = str(path)
             try:
                 if isinstance(pred, BaseException):
@@ -155,6 +165,16 @@ class PredictActor:
                 results[p] = {"error": f"{p}: {type(e).__name__}: {e}"}
             self._maybe_exit(path)
         return {"path": np.asarray(paths), "result": np.asarray([json.dumps(results[p]) for p in paths])}
+
+    def _written(self, path: str, name: str, loader) -> bool:
+        """True when complete outputs of this image's size are there (the image is decoded only then)."""
+        if verify_outputs(self.out, name) is None:
+            return False
+        try:
+            h, w = loader(Path(path)).shape[:2]
+        except Exception:  # unreadable now: predict_files reports why
+            return False
+        return verify_outputs(self.out, name, (w, h)) is not None
 
     def _write(self, name: str, pred) -> None:
         from annotation.atomic import atomic_write_with
@@ -208,13 +228,21 @@ class Plan:
     actors: int
     actor_cpus: float
     actor_gpus: float
+    #: torch intra-op threads per actor (0: leave torch's default, for GPU actors).
     threads: int
-    decode_cpus: float = 0.25
+    #: CPUs per decode task; 0: the actors decode their own images (CPU-only clusters).
+    decode_cpus: float = 0.0
+    #: Images per actor call (and per block of the input list).
     batch: int = 4
 
 
 def plan_pool(ray, actors: int | None, device: str, batch_size: int | None) -> Plan:
-    """GPU actors (one GPU each, one per GPU) when the cluster has GPUs and ``device`` allows; else CPU actors."""
+    """GPU actors (one GPU each, one per GPU) when the cluster has GPUs and ``device`` allows; else CPU actors.
+
+    GPU actors are fed by decode tasks on a CPU each. CPU actors split the CPUs between them and
+    decode their own images: a separate decode stage would take CPUs from inference and copy every
+    decoded image through the object store, for no gain (the actor's prefetch thread overlaps them).
+    """
     res = ray.cluster_resources()
     gpus = int(res.get("GPU", 0))
     cpus = float(res.get("CPU", 1))
@@ -225,7 +253,7 @@ def plan_pool(ray, actors: int | None, device: str, batch_size: int | None) -> P
         return Plan(n, 1.0, 1.0, 0, decode_cpus=1.0, batch=batch_size or 8)
     node_cpus = max((float(n.get("Resources", {}).get("CPU", 0)) for n in ray.nodes() if n.get("Alive")), default=cpus)
     n = actors or max(1, int(cpus // 4))
-    each = min(max(0.5, math.floor((cpus - 0.25 * n) / n * 4) / 4), max(0.5, node_cpus - 0.25))
+    each = min(max(0.5, math.floor(cpus / n * 4) / 4), max(0.5, node_cpus))
     return Plan(n, each, 0.0, max(1, int(each + 0.5)), batch=batch_size or 4)
 
 
@@ -247,7 +275,9 @@ def run_pass(ray, items: list[Item], spec: str, out: Path, plan: Plan, options: 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     blocks = max(1, min(len(rows), math.ceil(len(rows) / plan.batch), 4096))
-    ds = ray.data.from_items(rows, override_num_blocks=blocks).map(_decode, num_cpus=plan.decode_cpus)
+    ds = ray.data.from_items(rows, override_num_blocks=blocks)
+    if plan.decode_cpus:
+        ds = ds.map(_decode, num_cpus=plan.decode_cpus)
     ds = ds.map_batches(
         PredictActor,
         batch_size=plan.batch,

@@ -246,3 +246,76 @@ def test_an_unreachable_address_fails_fast(images: Path, tmp_path: Path, capsys)
     assert main.main(["prelabel", str(images), "--out", str(tmp_path / "o"), "--ray", "127.0.0.1:9"]) == 2
     assert "cannot reach a Ray cluster at 127.0.0.1:9" in capsys.readouterr().err
     assert time.monotonic() - t0 < 10
+
+
+def test_decode_tasks_feeding_the_actors_give_the_same_masks(
+    ray_address, images: Path, checkpoint: Path, tmp_path: Path
+) -> None:
+    """The GPU clusters' pipeline shape (decode tasks, then actors) on CPUs: the same masks as the CLI."""
+    import ray
+
+    from model.cluster import Plan, run_pass
+    from model.cluster_run import make_items
+
+    folder = _subset(images, tmp_path / "imgs", 3)
+    (folder / "broken.png").write_bytes((images / sorted(p.name for p in images.glob("*.png"))[0]).read_bytes()[:300])
+    ref = tmp_path / "cli"
+    assert main.main(_args(_subset(images, tmp_path / "ref", 3), ref, checkpoint)) == 0
+    paths = sorted(folder.glob("*.png"))
+    out = tmp_path / "out"
+    options = {"device": "cpu", "precision": "auto", "batch_size": None, "class_names": None}
+    plan = Plan(1, 1.0, 0.0, 1, decode_cpus=0.5, batch=2)
+    results = [
+        r for batch in run_pass(ray, make_items(paths, folder), str(checkpoint), out, plan, options) for r in batch
+    ]
+    fields = {Path(it.path).name: f for it, f in results}
+    assert sorted(fields) == sorted(p.name for p in paths)
+    assert "truncated" in fields["broken.png"]["error"]
+    for p in sorted(ref.glob("*.png")):
+        assert fields[p.name]["error"] is None and not fields[p.name]["adopted"]
+        assert np.array_equal(read_mask_png(out / MASKS_DIR / p.name), read_mask_png(p)), p.name
+
+
+class _FakeRay:
+    """What plan_pool asks of a cluster: its resources and its nodes."""
+
+    def __init__(self, cpus: float, gpus: int = 0, nodes: int = 1) -> None:
+        self.cpus, self.gpus, self.n = cpus, gpus, nodes
+
+    def cluster_resources(self) -> dict:
+        return {"CPU": self.cpus * self.n, "GPU": self.gpus * self.n}
+
+    def nodes(self) -> list[dict]:
+        return [{"Alive": True, "Resources": {"CPU": self.cpus, "GPU": self.gpus}}] * self.n
+
+
+def test_cpu_actors_split_the_cpus_and_decode_themselves_gpu_actors_are_fed() -> None:
+    from model.cluster import plan_pool
+
+    two = plan_pool(_FakeRay(2), 2, "cpu", None)
+    assert (two.actors, two.actor_cpus, two.threads, two.decode_cpus, two.batch) == (2, 1.0, 1, 0.0, 4)
+    one = plan_pool(_FakeRay(2), None, "auto", None)  # one actor per 4 CPUs, at least one: all the CPUs
+    assert (one.actors, one.actor_cpus, one.threads) == (1, 2.0, 2)
+    wide = plan_pool(_FakeRay(8, nodes=4), None, "auto", 2)  # 8 actors on 32 CPUs, 4 each, never above a node
+    assert (wide.actors, wide.actor_cpus, wide.threads, wide.batch) == (8, 4.0, 4, 2)
+    assert plan_pool(_FakeRay(4, nodes=2), 1, "cpu", None).actor_cpus == 4.0  # one actor fits on one node
+    gpu = plan_pool(_FakeRay(8, gpus=2), None, "auto", None)
+    assert (gpu.actors, gpu.actor_gpus, gpu.threads, gpu.decode_cpus, gpu.batch) == (2, 1.0, 0, 1.0, 8)
+
+
+def test_the_manifest_is_synced_now_and_then_not_per_batch(tmp_path: Path, monkeypatch) -> None:
+    from model import cluster_run
+    from model.cluster_run import Item, ResultsLog, read_results, result_line
+
+    identity = {"model": "m.pt", "label": "m"}
+    log = ResultsLog(tmp_path, [], sync_every=3600)
+    synced: list[int] = []
+    monkeypatch.setattr(cluster_run.os, "fsync", synced.append)
+    for i in range(50):
+        log.append([result_line(Item(f"/x/{i}.png", f"{i}.png"), identity, error=None)])
+    assert len(read_results(tmp_path)) == 50, "each batch is flushed: a killed driver loses no line"
+    assert synced == []
+    log._synced -= 3600
+    log.append([result_line(Item("/x/last.png", "last.png"), identity, error=None)])
+    log.close()
+    assert len(synced) == 1 and len(read_results(tmp_path)) == 51
