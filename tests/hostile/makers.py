@@ -16,6 +16,22 @@ from ..badfiles import photo
 W, H = 60, 40  # the size of every test image
 
 
+def labelled_project(tmp_path: Path, atrous, n: int) -> Path:
+    """``tmp_path/proj``: ``n`` 60x40 images (files 0..n-1.png, outside the project) with masks of
+    classes 0/1, imported from a mask folder through the CLI."""
+    images, labels = tmp_path / "images", tmp_path / "labels"
+    images.mkdir()
+    labels.mkdir()
+    for i in range(n):
+        Image.fromarray(photo(H, W, seed=i)).save(images / f"{i}.png")
+        Image.fromarray(np.full((H, W), i % 2, np.uint8), mode="L").save(labels / f"{i}.png")
+    (tmp_path / "classes.txt").write_text("background\nthing\n")
+    proj = tmp_path / "proj"
+    run = atrous("import", proj, "--format", "masks", labels, "--images", images, "--classes", tmp_path / "classes.txt")
+    assert run.rc == 0, run.err
+    return proj
+
+
 def dataset(root: Path) -> tuple[Path, Path]:
     """``root/images/{a,b}.png`` (60x40) and a ``root/secret/secret.png`` beside it; returns (images, secret)."""
     images = root / "images"

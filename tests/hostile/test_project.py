@@ -14,23 +14,13 @@ from annotation.layout import DB_NAME, mask_path
 
 from ..badfiles import photo, png_bomb
 from .conftest import Atrous, run_capped, snapshot
-from .makers import H, W
+from .makers import H, W, labelled_project
 
 
 @pytest.fixture
 def project(tmp_path: Path, atrous: Atrous) -> Path:
     """A project of three labelled 60x40 images (imported from a mask folder)."""
-    images, labels = tmp_path / "images", tmp_path / "labels"
-    images.mkdir()
-    labels.mkdir()
-    for i in range(3):
-        Image.fromarray(photo(H, W, seed=i)).save(images / f"{i}.png")
-        Image.fromarray(np.full((H, W), i % 2, np.uint8), mode="L").save(labels / f"{i}.png")
-    (tmp_path / "classes.txt").write_text("background\nthing\n")
-    proj = tmp_path / "proj"
-    run = atrous("import", proj, "--format", "masks", labels, "--images", images, "--classes", tmp_path / "classes.txt")
-    assert run.rc == 0, run.err
-    return proj
+    return labelled_project(tmp_path, atrous, 3)
 
 
 def test_label_png_bomb_at_import(tmp_path: Path) -> None:
