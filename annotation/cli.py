@@ -118,6 +118,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--lossless-images", action="store_true", help="voc: store non-JPEG images as PNG instead of JPEG q95"
     )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="leave out images whose file is gone or whose mask is unreadable (listed) instead of stopping",
+    )
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
@@ -192,8 +197,6 @@ def cmd_export(args: argparse.Namespace) -> int:
     from .jobs import ExportOptions, export_report, run_export
 
     statuses = _statuses(args.status)
-    if not 0 <= args.val_fraction <= 1:  # nan too; checked before any image is encoded
-        raise AtrousError(f"--val-fraction must be in [0, 1], got {args.val_fraction}")
     opts = ExportOptions(
         fmt=args.format,
         out=args.out,
@@ -204,6 +207,7 @@ def cmd_export(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction,
         devkit=args.devkit,
         lossless_images=args.lossless_images,
+        skip_bad=args.skip_bad,
     )
     summary = run_export(args.project, opts)
     print("\n".join(export_report(opts, summary)))

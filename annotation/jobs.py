@@ -294,6 +294,7 @@ class ExportOptions:
     val_fraction: float = 0.2  # voc
     devkit: bool = False  # voc
     lossless_images: bool = False  # voc
+    skip_bad: bool = False  # leave out (and name) images whose file or mask is unusable, instead of stopping
 
 
 def run_export(
@@ -305,37 +306,47 @@ def run_export(
 ) -> ExportSummary:
     """Export the project into the new or empty folder ``opts.out``; a failure or a stop removes what it wrote."""
     from .project import Project
+    from .repair import SkipBadProject
 
     for s in opts.statuses or ():
         check_status(s)
+    if not 0 <= opts.val_fraction <= 1:  # nan too; before any image is encoded, for the app as for the CLI
+        raise AtrousError(f"--val-fraction must be in [0, 1], got {opts.val_fraction}")
     statuses = list(opts.statuses) if opts.statuses else None
-    with Project.open(project_root) as project:
-        if opts.fmt == "voc":
-            from .formats.voc import export_voc
+    with (SkipBadProject if opts.skip_bad else Project).open(project_root) as project:
+        summary = _export(project, opts, statuses, on_progress, should_stop)
+        if isinstance(project, SkipBadProject):
+            summary.left_out = project.skipped_lines()
+        return summary
 
-            return export_voc(
-                project,
-                opts.out,
-                statuses=statuses,
-                val_fraction=opts.val_fraction,
-                seed=opts.seed,
-                devkit=opts.devkit,
-                lossless_images=opts.lossless_images,
-                on_progress=on_progress,
-                should_stop=should_stop,
-            )
-        if opts.fmt == "coco":
-            from .formats.coco import export_coco
 
-            return export_coco(
-                project,
-                opts.out,
-                statuses=statuses,
-                polygons=opts.polygons,
-                per_class=opts.per_class,
-                on_progress=on_progress,
-                should_stop=should_stop,
-            )
+def _export(project, opts: ExportOptions, statuses, on_progress, should_stop) -> ExportSummary:
+    if opts.fmt == "voc":
+        from .formats.voc import export_voc
+
+        return export_voc(
+            project,
+            opts.out,
+            statuses=statuses,
+            val_fraction=opts.val_fraction,
+            seed=opts.seed,
+            devkit=opts.devkit,
+            lossless_images=opts.lossless_images,
+            on_progress=on_progress,
+            should_stop=should_stop,
+        )
+    if opts.fmt == "coco":
+        from .formats.coco import export_coco
+
+        return export_coco(
+            project,
+            opts.out,
+            statuses=statuses,
+            polygons=opts.polygons,
+            per_class=opts.per_class,
+            on_progress=on_progress,
+            should_stop=should_stop,
+        )
     raise AtrousError(f"unknown export format {opts.fmt!r}; use one of {', '.join(EXPORT_FORMATS)}")
 
 
@@ -357,6 +368,7 @@ def export_report(opts: ExportOptions, s: ExportSummary) -> list[str]:
             lines.append(f"  {s.inexact_polygons} region(s) with holes kept as RLE (a polygon cannot be exact)")
     if s.skipped_without_mask:
         lines.append(f"  {s.skipped_without_mask} selected image(s) without a mask were left out")
+    lines.extend(s.left_out)
     return lines
 
 

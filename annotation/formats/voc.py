@@ -28,7 +28,7 @@ import json
 import os
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -147,6 +147,7 @@ class ExportSummary:
     overflow_instances: int = 0
     inexact_polygons: int = 0
     skipped_without_mask: int = 0
+    left_out: list[str] = field(default_factory=list)  # ``export --skip-bad``: one line per unusable image
 
 
 def object_map(mask: np.ndarray, background: int | None) -> tuple[np.ndarray, int]:

@@ -157,21 +157,19 @@ def test_check_refuses_to_repair_a_read_only_project(project: Path, atrous: Atro
 
 
 @pytest.mark.parametrize("fmt", ["voc", "coco"])
-def test_export_skipping_bad_images(project: Path, tmp_path: Path, fmt: str) -> None:
-    # The library half of `export --skip-bad`: the exporters see only the usable images.
-    from annotation.formats.coco import export_coco
-    from annotation.formats.voc import export_voc
-    from annotation.repair import SkipBadProject
-
+def test_export_skip_bad_leaves_out_and_names_the_bad_images(
+    project: Path, tmp_path: Path, atrous: Atrous, fmt: str
+) -> None:
     (project.parent / "images" / "0.png").unlink()
     _tear(mask_path(project, 2))
+    refused = tmp_path / "refused"
+    run = atrous("export", project, "--format", fmt, refused)
+    assert run.rc == 2 and not (refused.exists() and any(refused.iterdir()))
     out = tmp_path / "out"
-    with SkipBadProject.open(project) as p:
-        summary = export_voc(p, out) if fmt == "voc" else export_coco(p, out)
-        assert summary.images == 2
-        assert sorted(p.skipped) == [1, 2]
-        lines = p.skipped_lines()
-    assert "0.png (image 1): source image not found" in lines[0]
-    assert "1.png (image 2)" in lines[1] and "truncated" in lines[1]
+    run = atrous("export", project, "--format", fmt, out, "--skip-bad")
+    assert run.rc == 0, run.err
+    assert "exported 2 image(s)" in run.out
+    assert "0.png (image 1): source image not found" in run.out
+    assert "1.png (image 2)" in run.out and "truncated" in run.out
     if fmt == "voc":
         assert sorted(f.name for f in (out / "SegmentationClass").iterdir()) == ["2.png", "3.png"]
