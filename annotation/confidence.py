@@ -14,13 +14,18 @@ from PIL import Image
 from .atomic import atomic_write_with
 from .layout import CONFIDENCE_DIR, confidence_path
 
-__all__ = ["CONFIDENCE_DIR", "confidence_path", "read_confidence", "write_confidence"]
+__all__ = ["CONFIDENCE_DIR", "confidence_path", "read_confidence", "write_confidence", "write_confidence_png"]
 
 
 def write_confidence(project_root: Path, image_id: int, confidence: np.ndarray) -> None:
-    """Save a confidence map atomically as a greyscale PNG."""
+    """Save an image's confidence map in the project, atomically."""
+    write_confidence_png(confidence_path(project_root, image_id), confidence)
+
+
+def write_confidence_png(path: Path, confidence: np.ndarray) -> None:
+    """Save a confidence map atomically as a greyscale PNG at ``path`` (a project's or a cluster run's)."""
     img = Image.fromarray(np.ascontiguousarray(confidence, dtype=np.uint8), mode="L")
-    atomic_write_with(confidence_path(project_root, image_id), lambda fh: img.save(fh, format="PNG"))
+    atomic_write_with(path, lambda fh: img.save(fh, format="PNG"))
 
 
 def read_confidence(project_root: Path, image_id: int) -> np.ndarray | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import Qt
-from PySide6.QtGui import QCloseEvent, QColor
+from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QColorDialog,
@@ -51,7 +51,7 @@ from annotation.layout import is_project
 from annotation.project import Project
 
 from . import dialogs
-from .transfer_dialog import BackgroundJob, path_row, running_job, show_job_dialog
+from .transfer_dialog import AsksBeforeClosing, BackgroundJob, path_row, running_job, show_job_dialog
 
 #: What a new project's class list starts as (the classes a plain folder gets).
 DEFAULT_TEXT = "background\nforeground\n"
@@ -59,7 +59,7 @@ DEFAULT_TEXT = "background\nforeground\n"
 SHOW_UNREADABLE = 8
 
 
-class NewProjectDialog(QDialog):
+class NewProjectDialog(AsksBeforeClosing, QDialog):
     """Choose image folders, a project folder and the classes; create the project in a worker."""
 
     def __init__(self, parent: QWidget | None = None) -> None:
@@ -385,16 +385,6 @@ class NewProjectDialog(QDialog):
         self.creator.cancel()
         self.creator.wait()
         return True
-
-    def closeEvent(self, event: QCloseEvent) -> None:
-        if not self.ask_cancel():
-            event.ignore()
-            return
-        event.accept()
-
-    def reject(self) -> None:
-        if self.ask_cancel():
-            super().reject()
 
 
 def open_new_project(window: Any) -> QDialog:

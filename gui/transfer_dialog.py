@@ -164,7 +164,22 @@ def _path(edit: QLineEdit) -> Path | None:
     return Path(text).expanduser() if text else None
 
 
-class JobDialog(QDialog):
+class AsksBeforeClosing:
+    """For a dialog running a background job: closing it (×, Esc, the app quitting) goes through
+    its ``ask_cancel()`` (each dialog's own), which may keep it open. Mixed in before QDialog."""
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        if not self.ask_cancel():
+            event.ignore()
+            return
+        event.accept()
+
+    def reject(self) -> None:  # Esc
+        if self.ask_cancel():
+            super().reject()
+
+
+class JobDialog(AsksBeforeClosing, QDialog):
     """A form, a Run button, a progress bar, Cancel, and the summary of the last run."""
 
     what = "job"
@@ -218,6 +233,25 @@ class JobDialog(QDialog):
     @property
     def running(self) -> bool:
         return self.job.running
+
+    def add_format_row(self, formats: list[tuple[str, str]]) -> None:
+        """The "Format" row: a combo of (format, label) whose choice is :attr:`fmt`."""
+        self.format_combo = QComboBox()
+        for fmt, text in formats:
+            self.format_combo.addItem(text, fmt)
+        self.form.addRow("Format", self.format_combo)
+
+    def follow_format(self) -> None:
+        """Show the rows of the chosen format, now and whenever it changes (call once every row exists)."""
+        self.format_combo.currentIndexChanged.connect(self._format_changed)
+        self._format_changed()
+
+    @property
+    def fmt(self) -> str:
+        return str(self.format_combo.currentData())
+
+    def _format_changed(self) -> None:
+        """Show only the form rows that apply to :attr:`fmt` (each dialog says which)."""
 
     # ---------------------------------------------------------------- running
 
@@ -303,16 +337,6 @@ class JobDialog(QDialog):
         self.job.wait()
         return True
 
-    def closeEvent(self, event: QCloseEvent) -> None:
-        if not self.ask_cancel():
-            event.ignore()
-            return
-        event.accept()
-
-    def reject(self) -> None:  # Esc
-        if self.ask_cancel():
-            super().reject()
-
 
 # ---------------------------------------------------------------------- import
 
@@ -340,10 +364,7 @@ class ImportDialog(JobDialog):
         self.project_edit = QLineEdit(str(current.root) if current is not None else "")
         self.project_edit.setPlaceholderText("project folder (a new one is created)")
         self.form.addRow("Into project", path_row(self.project_edit, self._browse_project))
-        self.format_combo = QComboBox()
-        for fmt, text, _ in _IMPORT_FORMATS:
-            self.format_combo.addItem(text, fmt)
-        self.form.addRow("Format", self.format_combo)
+        self.add_format_row([(fmt, text) for fmt, text, _ in _IMPORT_FORMATS])
         self.src_edit = QLineEdit()
         self.form.addRow("Source", path_row(self.src_edit, self._browse_src))
         self.images_edit = QLineEdit()
@@ -366,12 +387,7 @@ class ImportDialog(JobDialog):
         self.fill_combo.addItems(["auto", "coco", "labelme"])
         self.fill_combo.setToolTip("Polygon rasteriser: pycocotools (coco) or PIL like labelme; auto picks labelme's")
         self.form.addRow("Polygon fill", self.fill_combo)
-        self.format_combo.currentIndexChanged.connect(self._format_changed)
-        self._format_changed()
-
-    @property
-    def fmt(self) -> str:
-        return str(self.format_combo.currentData())
+        self.follow_format()
 
     def _format_changed(self) -> None:
         fmt = self.fmt
@@ -462,10 +478,7 @@ class ExportDialog(JobDialog):
         super().__init__(window, "Export masks", "Export")
         self.root = Path(window.project.root)
         self.form.addRow("Project", QLabel(str(self.root)))
-        self.format_combo = QComboBox()
-        self.format_combo.addItem("Pascal VOC folder", "voc")
-        self.format_combo.addItem("COCO JSON", "coco")
-        self.form.addRow("Format", self.format_combo)
+        self.add_format_row([("voc", "Pascal VOC folder"), ("coco", "COCO JSON")])
         self.out_edit = QLineEdit()
         self.out_edit.setPlaceholderText("a new or empty folder")
         self.form.addRow("Output folder", path_row(self.out_edit, self._browse_out))
@@ -500,12 +513,7 @@ class ExportDialog(JobDialog):
         self.open_btn.setVisible(False)
         self.open_btn.clicked.connect(self.open_folder)
         self.buttons.insertWidget(1, self.open_btn)
-        self.format_combo.currentIndexChanged.connect(self._format_changed)
-        self._format_changed()
-
-    @property
-    def fmt(self) -> str:
-        return str(self.format_combo.currentData())
+        self.follow_format()
 
     def _format_changed(self) -> None:
         voc = self.fmt == "voc"

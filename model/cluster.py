@@ -177,12 +177,11 @@ class PredictActor:
         return verify_outputs(self.out, name, (w, h)) is not None
 
     def _write(self, name: str, pred) -> None:
-        from annotation.atomic import atomic_write_with
+        from annotation.confidence import write_confidence_png
         from annotation.masks import write_mask_png
 
         mask, conf = output_paths(self.out, name)
-        img = Image.fromarray(np.ascontiguousarray(pred.confidence, dtype=np.uint8), mode="L")
-        atomic_write_with(conf, lambda fh: img.save(fh, format="PNG"))
+        write_confidence_png(conf, pred.confidence)
         write_mask_png(mask, pred.labels, self.palette)  # last: a mask means both are there
 
     def _maybe_exit(self, path: Path) -> None:

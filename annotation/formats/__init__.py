@@ -345,6 +345,22 @@ def check_stop(should_stop: Callable[[], bool] | None, what: str = "export") -> 
         raise Cancelled(f"{what} cancelled; nothing was written")
 
 
+def check_image_fits(project: Project, rec, mask: np.ndarray | None = None) -> None:
+    """Refuse an image whose file changed size since it was added (header only), or whose mask does not fit.
+
+    Export and fine-tuning call this so a replaced image never becomes a mismatched pair.
+    """
+    path = project.image_path(rec)
+    info = read_image_info(path)
+    size = (info.width, info.height)
+    if size != (rec.width, rec.height) or (mask is not None and mask.shape[:2] != (rec.height, rec.width)):
+        got = f"its mask is {mask.shape[1]}x{mask.shape[0]}" if mask is not None else "its mask was made for that"
+        raise AtrousReadError(
+            f"{path}: the image is now {size[0]}x{size[1]} but was {rec.width}x{rec.height} when added ({got}); "
+            "it changed on disk after it was labelled. Put the original back, or remove the image from the project"
+        )
+
+
 def export_image_bytes(
     project: Project, record_id: int, *, lossless: bool, jpeg_quality: int = 95
 ) -> tuple[bytes, str, bool]:

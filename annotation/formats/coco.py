@@ -64,7 +64,7 @@ from ..geometry import class_components, mask_bbox, mask_to_polygons, mask_to_rl
 from ..imageio import read_image_info
 from ..masks import VOID
 from ..project import LabelClass, Project, default_colour
-from . import ExportFolder, ImportedItem, ImportResult, check_stop, export_image_bytes, unique_names
+from . import ExportFolder, ImportedItem, ImportResult, check_image_fits, check_stop, export_image_bytes, unique_names
 from .guards import check_coordinates, check_fill_cost, clip_polygon, resolve_inside, wholly_outside
 from .voc import EXPORT_FRAME, ExportSummary
 
@@ -312,8 +312,6 @@ def export_coco(
 
     ``on_progress`` and ``should_stop`` as for :func:`annotation.formats.voc.export_voc`.
     """
-    from .voc import check_image_fits
-
     classes = project.classes()
     background = next((c for c in classes if c.is_background), None)
     cat_classes = [c for c in classes if not c.is_background]

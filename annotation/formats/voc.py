@@ -39,7 +39,16 @@ from ..geometry import label_components
 from ..imageio import IMAGE_EXTENSIONS
 from ..masks import VOID, encode_mask_png, read_mask_png, voc_colormap
 from ..project import Project
-from . import VOC_CLASSES, ExportFolder, ImportedItem, ImportResult, check_stop, export_image_bytes, unique_names
+from . import (
+    VOC_CLASSES,
+    ExportFolder,
+    ImportedItem,
+    ImportResult,
+    check_image_fits,
+    check_stop,
+    export_image_bytes,
+    unique_names,
+)
 
 EXPORT_FRAME = "upright (EXIF orientation applied to images and masks)"
 
@@ -187,24 +196,6 @@ def split_ids(names: Sequence[str], *, val_fraction: float = 0.2, seed: int = 0)
     if len(shuffled) >= 2:
         n_val = min(max(n_val, 1), len(shuffled) - 1)
     return sorted(shuffled[n_val:]), sorted(shuffled[:n_val])
-
-
-def check_image_fits(project: Project, rec, mask: np.ndarray | None = None) -> None:
-    """Refuse an image whose file changed size since it was added (header only), or whose mask does not fit.
-
-    Export and fine-tuning call this so a replaced image never becomes a mismatched pair.
-    """
-    from ..imageio import read_image_info
-
-    path = project.image_path(rec)
-    info = read_image_info(path)
-    size = (info.width, info.height)
-    if size != (rec.width, rec.height) or (mask is not None and mask.shape[:2] != (rec.height, rec.width)):
-        got = f"its mask is {mask.shape[1]}x{mask.shape[0]}" if mask is not None else "its mask was made for that"
-        raise AtrousReadError(
-            f"{path}: the image is now {size[0]}x{size[1]} but was {rec.width}x{rec.height} when added ({got}); "
-            "it changed on disk after it was labelled. Put the original back, or remove the image from the project"
-        )
 
 
 def export_voc(

@@ -162,7 +162,7 @@ def _training_records(project: Project, config: FinetuneConfig) -> list[ImageRec
             f"{project.root}: no images with status {' or '.join(config.statuses)} to train on; correct and save "
             f"some pre-labels first (or import labelled data)"
         )
-    from annotation.formats.voc import check_image_fits
+    from annotation.formats import check_image_fits
 
     for r in records:  # header only: an image replaced after labelling would train on a mismatched pair
         check_image_fits(project, r)
