@@ -285,8 +285,11 @@ def apply_class_edit(project, edit: ClassEdit, *, on_progress: Callable[[int, in
 
 
 def _apply_class_edit(project, edit: ClassEdit, on_progress: Callable[[int, int], None] | None) -> EditResult:
+    from .mask_commit import finish_mask_commits  # imports this module
+
     classes = validate_classes(list(edit.classes))
     finish_interrupted_edit(project, clean_leftovers=False)
+    finish_mask_commits(project)  # a committed mask still waiting to be placed gets the new indices too
     result = EditResult()
     root = Path(project.root)
     undo = UndoRecorder(root, project.classes(), classes, edit.lut, edit.description)

@@ -18,6 +18,7 @@ import numpy as np
 from .confidence import write_confidence
 from .errors import AtrousError, AtrousReadError, AtrousWriteError
 from .layout import prelabel_path
+from .mask_commit import MaskNotPlaced
 from .masks import write_mask_png
 from .project import STATUSES, Project
 
@@ -63,15 +64,19 @@ def record_prelabel(
     staged = kept.with_name(f".{rec.id}.{os.getpid()}.new.png")
     write_mask_png(staged, labels, project.palette())
     try:
-        saved = project.save_mask(
-            rec.id,
-            labels,
-            status="prelabeled",
-            model_version=model_version,
-            source="prelabel",
-            only_if_status=writable_statuses(overwrite_edited),
-            mean_confidence=mean,
-        )
+        try:
+            saved = project.save_mask(
+                rec.id,
+                labels,
+                status="prelabeled",
+                model_version=model_version,
+                source="prelabel",
+                only_if_status=writable_statuses(overwrite_edited),
+                mean_confidence=mean,
+            )
+        except MaskNotPlaced:
+            os.replace(staged, kept)  # committed: the mask is placed on the next open, the copy goes with it now
+            raise
         if saved:
             try:
                 os.replace(staged, kept)

@@ -10,15 +10,18 @@ Rules the code keeps:
   ``PROJECT/images/``). Paths are stored relative to the project folder when
   the image lies inside it or the caller gave a relative path; absolute otherwise.
 * Masks are always in the upright (EXIF-applied) frame of their image.
-* A mask is written atomically (temp file, fsync, ``os.replace``) inside the write
-  transaction that records it, so the database never points at a missing or torn
-  mask and no other writer changes the image's row meanwhile.
+* A mask is written atomically (temp file, fsync, ``os.replace``) under a name of its
+  own inside the write transaction that records it, and moved over ``masks/<id>.png``
+  only after that transaction commits (:mod:`annotation.mask_commit`): a failed commit
+  leaves the old mask with the old row, a crash after the commit is finished on the
+  next open. The database never points at a missing or torn mask.
 * One SQLite connection per :class:`Project`, shared between threads under a
   lock (``check_same_thread=False``), so a GUI worker may use the same object.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
@@ -35,6 +38,9 @@ from .errors import AtrousError, AtrousReadError, AtrousWriteError, ImageReadErr
 from .imageio import file_sha256, load_image, read_image_info, scan_images
 from .layout import DB_NAME, MASK_DIR
 from .layout import mask_path as _mask_path
+from .mask_commit import discard as _discard_masks
+from .mask_commit import finish_mask_commits, new_token, pending_path, staging_dir
+from .mask_commit import place as _place_masks
 from .masks import VOID, make_palette, read_mask_png, write_mask_png
 from .project_classes import ProjectClassesMixin
 from .project_index import ProjectIndexMixin
@@ -52,6 +58,8 @@ from .records import check_database as _check_database
 from .records import check_status as _check_status
 from .records import half_made as _half_made
 from .records import remove_db_files as _remove_db
+
+log = logging.getLogger(__name__)
 
 #: Names other modules import from here (the project is where people look for them).
 __all__ = [
@@ -113,6 +121,7 @@ class Project(ProjectClassesMixin, ProjectIndexMixin):
         proj = cls(root, conn)
         try:
             conn.executescript(_SCHEMA)  # DDL outside _tx: executescript commits on its own
+            proj._migrate()  # columns added since the schema text was written
             with proj._tx() as cur:
                 cur.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
                 cur.execute("INSERT INTO meta VALUES ('created', ?)", (str(time.time()),))
@@ -132,7 +141,8 @@ class Project(ProjectClassesMixin, ProjectIndexMixin):
     def open(cls, path: str | os.PathLike[str], *, recover: bool = True) -> Project:
         """Open an existing project folder (read-only when it or its database is not writable).
 
-        ``recover=False`` leaves an interrupted class edit as it is (``check`` lists it).
+        ``recover=False`` leaves an interrupted class edit, and masks committed but not yet moved
+        into place, as they are (``check`` lists them).
         """
         root = Path(path)
         db = root / DB_NAME
@@ -153,6 +163,10 @@ class Project(ProjectClassesMixin, ProjectIndexMixin):
             return proj
         from .class_edits import finish_interrupted_edit  # imports this module
 
+        try:
+            finish_mask_commits(proj)  # masks a crash left between their commit and their move
+        except AtrousWriteError as e:  # busy, or a file that cannot be moved: the next open tries again
+            log.warning("%s: saved masks not put in place yet: %s", root, e)
         finish_interrupted_edit(proj)  # a class edit a crash cut short
         return proj
 
@@ -160,9 +174,11 @@ class Project(ProjectClassesMixin, ProjectIndexMixin):
         """Add columns that newer code expects to databases made before them (nullable, so no data changes)."""
         with self._lock:
             cols = {r[1] for r in self._conn.execute("PRAGMA table_info(images)").fetchall()}
-            if "mean_confidence" not in cols:
+            for name, kind in (("mean_confidence", "REAL"), ("mask_token", "TEXT")):
+                if name in cols:
+                    continue
                 try:
-                    self._conn.execute("ALTER TABLE images ADD COLUMN mean_confidence REAL")
+                    self._conn.execute(f"ALTER TABLE images ADD COLUMN {name} {kind}")
                 except sqlite3.Error as e:
                     # A read-only project still opens; the column just is not there to write.
                     if "readonly" not in str(e).lower():
@@ -225,8 +241,16 @@ class Project(ProjectClassesMixin, ProjectIndexMixin):
             except BaseException:
                 cur.execute("ROLLBACK")
                 raise
-            else:
+            try:
                 cur.execute("COMMIT")
+            except BaseException:
+                # A COMMIT that failed (busy, disk full) may leave the transaction open: end it,
+                # or every later BEGIN of this connection fails.
+                try:
+                    cur.execute("ROLLBACK")
+                except sqlite3.Error:
+                    pass  # SQLite already rolled it back
+                raise
 
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         with self._lock:
@@ -413,7 +437,13 @@ class Project(ProjectClassesMixin, ProjectIndexMixin):
         only_if_status: Collection[str] | None = None,
         mean_confidence: float | None = None,
     ) -> bool:
-        """Store ``mask`` for an image: atomic PNG write and its row, under one write transaction.
+        """Store ``mask`` for an image: its PNG and its row change together or not at all.
+
+        The PNG is written beside ``masks/<id>.png`` under a new name inside the write
+        transaction that records it, and moved into place once that transaction commits
+        (:mod:`annotation.mask_commit`). A failed commit leaves the old mask and row; a move
+        that fails after the commit raises :class:`AtrousWriteError`, and the saved mask is
+        put in place when the project is next opened.
 
         ``status='prelabeled'`` with ``model_version`` records which network made
         the mask and resets the change counters; later saves add
@@ -432,18 +462,24 @@ class Project(ProjectClassesMixin, ProjectIndexMixin):
         if mean_confidence is not None and not 0.0 <= float(mean_confidence) <= 1.0:
             raise AtrousError(f"mean confidence must be in [0, 1], got {mean_confidence}")
         palette = self.palette()
+        token = new_token()
+        pending = pending_path(self.root, rec.id, token)
         try:
             with self._tx() as cur:
                 if only_if_status is not None:
                     row = cur.execute("SELECT status FROM images WHERE id=?", (rec.id,)).fetchone()
                     if row is None or row[0] not in only_if_status:
                         return False
-                write_mask_png(self.mask_path(rec.id), mask, palette)
-                self._record_mask(cur, rec.id, status, model_version, changed_pixels, edit_seconds, source)
+                write_mask_png(pending, mask, palette)
+                self._record_mask(cur, rec.id, status, model_version, changed_pixels, edit_seconds, source, token)
                 if mean_confidence is not None:
                     cur.execute("UPDATE images SET mean_confidence=? WHERE id=?", (float(mean_confidence), rec.id))
-        except sqlite3.Error as e:
-            raise AtrousWriteError(f"{self.root / DB_NAME}: cannot record the mask of {rec.path} ({e})") from e
+        except BaseException as e:
+            _discard_masks(self, [(rec.id, pending)], token)
+            if isinstance(e, sqlite3.Error):
+                raise AtrousWriteError(f"{self.root / DB_NAME}: cannot record the mask of {rec.path} ({e})") from e
+            raise
+        _place_masks(self, [(rec.id, pending)], token)
         return True
 
     def _record_mask(
@@ -455,18 +491,20 @@ class Project(ProjectClassesMixin, ProjectIndexMixin):
         changed_pixels: int | None,
         edit_seconds: float | None,
         source: str | None,
+        token: str,
     ) -> None:
         now = time.time()
         if status == "prelabeled" and model_version is not None:
             cur.execute(
-                "UPDATE images SET has_mask=1, status=?, prelabel_model_version=?, changed_pixels=0, edit_seconds=0, modified=? WHERE id=?",
-                (status, model_version, now, image_id),
+                "UPDATE images SET has_mask=1, status=?, prelabel_model_version=?, changed_pixels=0, edit_seconds=0, "
+                "modified=?, mask_token=? WHERE id=?",
+                (status, model_version, now, token, image_id),
             )
         else:
             cur.execute(
                 "UPDATE images SET has_mask=1, status=?, changed_pixels=changed_pixels+?, "
-                "edit_seconds=edit_seconds+?, modified=? WHERE id=?",
-                (status, int(changed_pixels or 0), float(edit_seconds or 0.0), now, image_id),
+                "edit_seconds=edit_seconds+?, modified=?, mask_token=? WHERE id=?",
+                (status, int(changed_pixels or 0), float(edit_seconds or 0.0), now, token, image_id),
             )
         cur.execute(
             "INSERT INTO edits (image_id, time, status, model_version, changed_pixels, edit_seconds, source) VALUES (?,?,?,?,?,?,?)",
@@ -499,8 +537,8 @@ class Project(ProjectClassesMixin, ProjectIndexMixin):
         image's row changed since ``modified`` (another writer saved a mask meanwhile)."""
         with self._tx() as cur:
             done = cur.execute(
-                "UPDATE images SET has_mask=0, status='new', changed_pixels=0, edit_seconds=0, modified=? "
-                "WHERE id=? AND modified=?",
+                "UPDATE images SET has_mask=0, status='new', changed_pixels=0, edit_seconds=0, modified=?, "
+                "mask_token=NULL WHERE id=? AND modified=?",
                 (time.time(), int(image_id), modified),
             ).rowcount
             if done:
@@ -542,14 +580,16 @@ class Project(ProjectClassesMixin, ProjectIndexMixin):
     ) -> list[int]:
         """Add images (probed) with optional masks in one all-or-nothing step.
 
-        Masks are first written into a staging folder while the database changes
-        are held in an open transaction; any error removes the staged files and
-        rolls back. Only then are the staged masks moved into place and the
-        transaction committed. Returns the image ids (in ``items`` order).
+        Masks are first written into a staging folder (``masks/.staging-<token>``) while the
+        database changes, each row naming the token, are held in an open transaction; any
+        error removes the staged files and rolls back. Only once the transaction has
+        committed are the staged masks moved into place (:mod:`annotation.mask_commit`; a
+        crash meanwhile is finished on the next open). Returns the image ids (in ``items`` order).
         """
         _check_status(status)
-        staging = self.root / MASK_DIR / f".staging-{os.getpid()}-{time.time_ns()}"
-        staged: list[tuple[Path, Path]] = []
+        token = new_token()
+        staging = staging_dir(self.root, token)
+        staged: list[tuple[int, Path]] = []
         try:
             with self._tx() as cur:
                 if classes is not None:
@@ -569,21 +609,27 @@ class Project(ProjectClassesMixin, ProjectIndexMixin):
                     if mask is None:
                         continue
                     tmp = staging / f"{image_id}.png"
+                    staged.append((image_id, tmp))
                     write_mask_png(tmp, mask, pal)
-                    staged.append((tmp, self.mask_path(image_id)))
-                    self._record_mask(cur, image_id, status, None, None, None, source)
-                for tmp, target in staged:
-                    try:
-                        os.replace(tmp, target)
-                    except OSError as e:
-                        raise AtrousWriteError(f"Cannot write {target}: {e.strerror or e}") from e
-        except sqlite3.Error as e:
-            raise AtrousWriteError(f"{self.root / DB_NAME}: cannot record the import ({e})") from e
-        finally:
-            for tmp, _ in staged:
-                tmp.unlink(missing_ok=True)
+                    self._record_mask(cur, image_id, status, None, None, None, source, token)
+        except BaseException as e:
             try:
-                staging.rmdir()
-            except OSError:
-                pass
+                _discard_masks(self, staged, token)
+            finally:
+                self._remove_staging(staging)
+            if isinstance(e, sqlite3.Error):
+                raise AtrousWriteError(f"{self.root / DB_NAME}: cannot record the import ({e})") from e
+            raise
+        try:
+            _place_masks(self, staged, token)
+        finally:
+            self._remove_staging(staging)
         return ids
+
+    @staticmethod
+    def _remove_staging(staging: Path) -> None:
+        """Remove an import's staging folder once it is empty (a file that could not be moved stays)."""
+        try:
+            staging.rmdir()
+        except OSError:
+            pass

@@ -7,8 +7,12 @@
   (``bad-mask``; repair: forget the mask, the image's status goes back to new),
 * masks holding values that are neither a class nor void (``unknown-values``; left
   for a person: a class edit or the brush fixes them, a repair would have to guess),
-* staging folders of imports and class edits whose process is gone, and temporary
-  files of atomic writes a kill cut short (``leftover``; repair: remove them),
+* masks whose row committed but which a crash left beside ``masks/<id>.png``
+  (``unplaced-mask``; repair: put the committed mask in place, as opening the project
+  normally does; see :mod:`annotation.mask_commit`),
+* masks written for a save or an import that never committed, staging folders of
+  class edits, whose process is gone, and temporary files of atomic writes a kill cut
+  short (``leftover``; repair: remove them),
 * a class edit that was committed but not moved into place (``class-edit``; repair:
   finish it, as opening the project normally does).
 
@@ -31,19 +35,17 @@ import numpy as np
 
 from .class_edits import PENDING_KEY, STAGING_PREFIX, _alive, finish_interrupted_edit
 from .errors import AtrousReadError, AtrousWriteError
-from .layout import MASK_DIR, PROJECT_DIRS
+from .layout import PROJECT_DIRS
+from .mask_commit import finish_mask_commits, scan
 from .masks import VOID, read_mask_png
 from .project import ImageRecord, Project
-
-#: Staging folders of :meth:`Project.import_batch` (``masks/.staging-<pid>-<ns>``).
-IMPORT_STAGING_PREFIX = ".staging-"
 
 
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a project, and what ``--repair`` does about it (None: nothing)."""
 
-    kind: str  # missing-image, bad-mask, unknown-values, leftover, class-edit
+    kind: str  # missing-image, bad-mask, unknown-values, unplaced-mask, leftover, class-edit
     path: Path
     message: str
     image_id: int | None = None
@@ -126,12 +128,35 @@ def _stale_staging(folder: Path, prefix: str) -> list[Path]:
     return stale
 
 
+def _mask_commits(project: Project) -> list[Problem]:
+    """Masks committed but not moved into place, and stale ones that never committed (lists masks/ only)."""
+    found = scan(project)
+    out = [
+        Problem(
+            "unplaced-mask",
+            f.path,
+            "a saved mask whose row committed was not moved into place",
+            f.image_id,
+            "put the committed mask in place",
+        )
+        for f in found.files
+        if f.committed
+    ]
+    whole = set()  # stale import folders holding nothing committed: one problem for the folder
+    for folder, stale in found.folders.items():
+        if stale and not any(f.committed and f.path.parent == folder for f in found.files):
+            whole.add(folder)
+            out.append(Problem("leftover", folder, "staging folder of an import that never finished", fix="remove it"))
+    out += [
+        Problem("leftover", f.path, "a mask written for a save that never committed", f.image_id, "remove it")
+        for f in found.files
+        if not f.committed and f.stale and f.path.parent not in whole
+    ]
+    return out
+
+
 def _leftovers(root: Path) -> list[Problem]:
     out = [
-        Problem("leftover", p, "staging folder of an import that never finished", fix="remove it")
-        for p in _stale_staging(root / MASK_DIR, IMPORT_STAGING_PREFIX)
-    ]
-    out += [
         Problem("leftover", p, "staging folder of a class edit that never committed", fix="remove it")
         for p in _stale_staging(root, STAGING_PREFIX)
     ]
@@ -155,6 +180,9 @@ def check_project(project: Project, on_image: Callable[[int, int], None] | None 
         problems.append(
             Problem("class-edit", root / pending[0][0], "a class edit was cut short after its commit", fix="finish it")
         )
+    commits = _mask_commits(project)  # first: --repair places them before it judges a mask
+    problems += commits
+    unplaced = {p.image_id: p.path for p in commits if p.kind == "unplaced-mask"}  # the image's mask to be
     known = {c.index for c in project.classes()} | {VOID}
     records = project.images()
     for n, rec in enumerate(records, 1):
@@ -167,7 +195,7 @@ def check_project(project: Project, on_image: Callable[[int, int], None] | None 
             )
         if not rec.has_mask:
             continue
-        mask_file = project.mask_path(rec.id)
+        mask_file = unplaced.get(rec.id, project.mask_path(rec.id))
         try:
             mask = read_mask_png(mask_file)
         except AtrousReadError as e:
@@ -200,11 +228,17 @@ def repair_project(
     say = on_action or (lambda _line: None)
     left: list[Problem] = []
     dropped: set[int] = set()
+    placed = False
     for p in problems:
         if p.image_id in dropped and p.kind != "missing-image":
             continue  # its image is gone from the project
         if p.fix is None:
             left.append(p)
+        elif p.kind == "unplaced-mask":
+            say(f"putting the committed mask of image {p.image_id} in place ({p.path})")
+            if not placed:  # one pass places every committed mask and removes the stale ones
+                finish_mask_commits(project)
+                placed = True
         elif p.kind == "class-edit":
             say(f"finishing the interrupted class edit in {p.path}")
             finish_interrupted_edit(project, clean_leftovers=False)
