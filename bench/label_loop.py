@@ -1,7 +1,11 @@
 """The labelling loop, measured: how fast do the pre-labels get good enough to need little fixing?
 
-A person is simulated with ground truth on CamVid (``../shared/data/camvid_small``):
-the 56 train images are the pool, the 18 val images the held-out set (void 11).
+A person is simulated with ground truth on CamVid (``../shared/data/camvid_small``,
+void 11). The pool is the train images of two of its three video sequences; the
+frames of the third (``--held-out-sequence``, default the dusk sequence 0001TP) are
+scored as scenes the model never saw, and the 18 val images (frames of 0016E5, a
+sequence in the pool) as new frames of known scenes. Each figure is the mean over
+``--seeds`` runs (default 3) with their own training seeds.
 
 * The pool is corrected in the order the app proposes (``--order uncertain``, the
   default): its active-learning queue, least confident pre-label first. Round 0
@@ -27,12 +31,14 @@ the 56 train images are the pool, the 18 val images the held-out set (void 11).
   images for ``--minutes``, then pre-label the rest of the pool and the held-out set
   with ``prelabel PROJECT``'s code path and score the held-out pre-labels.
 
-Reported per round: corrected images so far, pixels changed per corrected image (as a
-% of its labelled pixels), how many of the round's images came from each video
-sequence (the dusk sequence 0001TP is the hardest; a round the queue fills with it
-costs more), held-out mIoU of the new model, wall time of the round.
+Reported per round and seed: corrected images so far, pixels changed per corrected
+image (as a % of its labelled pixels), how many of the round's images came from each
+video sequence, held-out mIoU of the new model on the unseen sequence and on the val
+frames, wall time of the round; then the means over the seeds, and whether the mean
+pixels-to-fix falls every round.
 
-    .venv/bin/python bench/label_loop.py [--minutes 2] [--k 8] [--correction-weight 1] [--order uncertain|stratified|sorted|shuffled|novel]
+    .venv/bin/python bench/label_loop.py [--minutes 2] [--k 8] [--seeds 3] [--held-out-sequence 0001TP]
+        [--correction-weight 1] [--order uncertain|stratified|sorted|shuffled|novel]
         [--normalisation dataset|image] [--round0 draw|pixel-classifier]
 """
 
@@ -46,7 +52,7 @@ from pathlib import Path
 
 import numpy as np
 
-from _common import CAMVID, VOID
+from _common import CAMVID, VOID, cpu_name
 
 
 def spread(n: int) -> list[int]:
@@ -137,7 +143,15 @@ def main() -> None:
         help="order the pool is corrected in: least confident pre-label first (the app's queue, default), "
         "sequences interleaved, by name, a seeded shuffle, or least confident and unlike the corrected ones",
     )
-    ap.add_argument("--seed", type=int, default=0, help="seed of the shuffled order")
+    ap.add_argument(
+        "--seeds", type=int, default=3, help="run the loop with seeds 0..N-1 (training, shuffle); default 3"
+    )
+    ap.add_argument(
+        "--held-out-sequence",
+        choices=["0001TP", "0006R0", "0016E5"],
+        default="0001TP",
+        help="CamVid sequence kept out of the pool and scored as unseen scenes (default the dusk one, 0001TP)",
+    )
     ap.add_argument(
         "--round0",
         choices=["draw", "pixel-classifier"],
@@ -149,6 +163,45 @@ def main() -> None:
 
     import torch
 
+    print(
+        f"CamVid, {args.k} corrected per round ({args.order} order), {args.minutes:g} min fine-tune per round, "
+        f"correction weight {args.correction_weight:g}, normalisation {args.normalisation or 'default'}, "
+        f"held-out sequence {args.held_out_sequence}, seeds 0..{args.seeds - 1}; CPU {cpu_name()}, "
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads",
+        flush=True,
+    )
+    runs = [run_loop(args, seed) for seed in range(args.seeds)]
+    n = min(len(r[0]) for r in runs)
+    mean_fixed = [float(np.mean([r[0][i] for r in runs])) for i in range(n)]
+    mean_unseen = [float(np.mean([r[1][i] for r in runs])) for i in range(n)]
+    mean_seen = [float(np.mean([r[2][i] for r in runs])) for i in range(n)]
+    print(f"mean over {args.seeds} seed(s): px fixed/img " + " -> ".join(f"{v:.1f}%" for v in mean_fixed))
+    print(f"  held-out mIoU, unseen sequence {args.held_out_sequence}: " + " -> ".join(f"{v:.3f}" for v in mean_unseen))
+    print("  held-out mIoU, val frames of a pool sequence: " + " -> ".join(f"{v:.3f}" for v in mean_seen))
+    drawn = sum(mean_fixed) * args.k / 100.0
+    print(
+        f"pixels drawn in all: {drawn:.1f} images' worth for {n * args.k} images "
+        f"({n * args.k / max(drawn, 1e-9):.1f}x less than labelling every pixel)"
+    )
+    rises = [i for i in range(1, n) if mean_fixed[i] >= mean_fixed[i - 1]]
+    per_seed = sum(all(r[0][i] < r[0][i - 1] for i in range(1, len(r[0]))) for r in runs)
+    print(
+        (
+            "falls every round (mean): yes"
+            if not rises
+            else f"falls every round (mean): no (round {', '.join(map(str, rises))})"
+        )
+        + f"; in {per_seed} of {args.seeds} seed(s) on its own"
+    )
+    print(
+        f"label loop: pixels to fix fell from {mean_fixed[0]:.1f}% to {mean_fixed[-1]:.1f}% after {(n - 1) * args.k} "
+        f"images (mean of {args.seeds} seeds); held-out mIoU {mean_unseen[-1]:.3f} on unseen sequence "
+        f"{args.held_out_sequence}, {mean_seen[-1]:.3f} on val frames of a pool sequence"
+    )
+
+
+def run_loop(args: argparse.Namespace, seed: int) -> tuple[list[float], list[float], list[float]]:
+    """One simulated labelling loop; per round: % of pixels fixed, mIoU on the unseen sequence and on val."""
     from annotation.formats.maskdir import read_mask_folder
     from annotation.imageio import load_image
     from annotation.project import Project
@@ -173,28 +226,27 @@ def main() -> None:
         project.add_images(CAMVID / "train" / "images")
         project.add_images(CAMVID / "val" / "images")
         recs = project.images()
-        pool = sorted((r for r in recs if "/train/" in str(project.image_path(r).resolve())), key=lambda r: r.path)
+        in_train = [r for r in recs if "/train/" in str(project.image_path(r).resolve())]
+        pool = sorted((r for r in in_train if sequence(r) != args.held_out_sequence), key=lambda r: r.path)
+        unseen = [r for r in in_train if sequence(r) == args.held_out_sequence]
+        seen = [r for r in recs if r not in in_train]  # CamVid's val frames, from a sequence in the pool
         sequences = sorted({sequence(r) for r in pool})
         if args.order in ("stratified", "uncertain", "novel"):
             pool = stratified(pool, key=sequence)
         elif args.order == "shuffled":
-            # Sorted names walk through CamVid's three video sequences one after another, so
+            # Sorted names walk through CamVid's video sequences one after another, so
             # a round that enters an unseen sequence can look like a step back; a shuffle
             # mixes them, but rounds still differ in their mix (measured: not monotone either).
-            pool = [pool[i] for i in np.random.default_rng(args.seed).permutation(len(pool))]
-        held = [r for r in recs if r not in pool]
+            pool = [pool[i] for i in np.random.default_rng(seed).permutation(len(pool))]
         gt = {r.id: truth[project.image_path(r).resolve()] for r in recs}
         n_rounds = args.rounds or -(-len(pool) // args.k)
-        print(
-            f"CamVid pool {len(pool)} / held-out {len(held)} images, {args.k} corrected per round ({args.order} order), "
-            f"{args.minutes:g} min fine-tune per round, correction weight {args.correction_weight:g}, "
-            f"normalisation {args.normalisation or 'default'}, "
-            f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-        )
         mix_head = "/".join(sequences)
         print(
+            f"seed {seed}: pool {len(pool)} images ({mix_head}), held out {len(unseen)} frames of "
+            f"{args.held_out_sequence} (unseen) and {len(seen)} val frames\n"
             f"{'round':>5s} {'corrected':>9s} {'px fixed/img':>12s} {mix_head:>{len(mix_head)}s} "
-            f"{'held-out mIoU':>13s} {'steps':>6s} {'time':>7s}"
+            f"{'unseen mIoU':>11s} {'val mIoU':>8s} {'steps':>6s} {'time':>7s}",
+            flush=True,
         )
         if args.order == "novel":
             from PIL import Image
@@ -207,7 +259,8 @@ def main() -> None:
                 for r in pool
             }
         fixed_pct: list[float] = []
-        miou = float("nan")
+        miou_unseen: list[float] = []
+        miou_seen: list[float] = []
         for rnd in range(n_rounds):
             t0 = time.perf_counter()
             if args.order == "uncertain" and rnd > 0:
@@ -251,40 +304,30 @@ def main() -> None:
                 crop=args.crop,
                 correction_weight=args.correction_weight,
                 normalisation=args.normalisation,
+                seed=seed,
                 device="cpu",
                 name=f"round {rnd}",
             )
             loaded = load_checkpoint(result.checkpoint_path)
             predictor = Predictor(loaded, device="cpu", batch_size=1)
             prelabel_project(project, predictor, version_id=result.version_id)
-            cm = ConfusionMatrix(loaded.meta.arch.num_classes)
-            for r in held:
-                cm.update(gt[r.id], project.read_mask(r.id))
-            miou = cm.compute().miou
+            scores = []
+            for group in (unseen, seen):
+                cm = ConfusionMatrix(loaded.meta.arch.num_classes)
+                for r in group:
+                    cm.update(gt[r.id], project.read_mask(r.id))
+                scores.append(cm.compute().miou)
+            miou_unseen.append(scores[0])
+            miou_seen.append(scores[1])
             n_done = min(len(pool), (rnd + 1) * args.k)
             mix = "/".join(str(sum(sequence(r) == q for r in batch)) for q in sequences)
             print(
-                f"{rnd:5d} {n_done:9d} {fixed_pct[-1]:11.1f}% {mix:>{len(mix_head)}s} {miou:13.3f} {result.iterations:6d} "
-                f"{time.perf_counter() - t0:6.0f}s",
+                f"{rnd:5d} {n_done:9d} {fixed_pct[-1]:11.1f}% {mix:>{len(mix_head)}s} {scores[0]:11.3f} "
+                f"{scores[1]:8.3f} {result.iterations:6d} {time.perf_counter() - t0:6.0f}s",
                 flush=True,
             )
-        trained_on = (len(fixed_pct) - 1) * args.k
-        rises = [i for i in range(1, len(fixed_pct)) if fixed_pct[i] >= fixed_pct[i - 1]]
-        drawn = sum(fixed_pct) * args.k / 100.0
-        print(
-            f"pixels drawn in all: {drawn:.1f} images' worth for {len(fixed_pct) * args.k} images "
-            f"({len(fixed_pct) * args.k / max(drawn, 1e-9):.1f}x less than labelling every pixel)"
-        )
-        print(
-            "falls every round: yes"
-            if not rises
-            else f"falls every round: no (round {', '.join(map(str, rises))} did not fall)"
-        )
-        print(
-            f"label loop: pixels to fix fell from {fixed_pct[0]:.1f}% to {fixed_pct[-1]:.1f}% after {trained_on} images; "
-            f"held-out mIoU {miou:.3f}"
-        )
         project.close()
+        return fixed_pct, miou_unseen, miou_seen
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -140,6 +140,7 @@ class FinetuneDialog(QDialog):
         self.result: FinetuneOutcome | None = None
         self.last_error: str | None = None
         self._iteration = 0
+        self._skipped = 0  # unusable images the run left out
         self._shutting_down = False
         lay = QVBoxLayout(self)
 
@@ -277,7 +278,7 @@ class FinetuneDialog(QDialog):
             opts.pop("minutes", None)
             opts.pop("epochs", None)
         opts.update(overrides)
-        self.result, self.last_error, self._iteration = None, None, 0
+        self.result, self.last_error, self._iteration, self._skipped = None, None, 0, 0
         self.chart.clear()
         self.table.hide()
         self.progress.setValue(0)
@@ -348,9 +349,16 @@ class FinetuneDialog(QDialog):
             )
         elif phase == "eval":
             self.status_label.setText(f"Measuring val mIoU after epoch {d.get('epoch')}…")
+        elif phase == "skipped":
+            images = d.get("images") or []
+            self._skipped = len(images)
+            for item in images:
+                logging.getLogger("atrous.gui").warning("fine-tune left out %s", item.get("why"))
         elif phase == "epoch":
             if d.get("val_miou") is not None:
                 self.chart.add_miou(int(d.get("iteration") or self._iteration), float(d["val_miou"]))
+            if d.get("fold_in"):
+                self.status_label.setText("The val images are trained on from here (small project)…")
         elif phase == "bn":
             self.status_label.setText("Re-estimating BatchNorm statistics on the training images…")
         elif phase == "save":
@@ -367,7 +375,13 @@ class FinetuneDialog(QDialog):
             best = "n/a" if res.best_miou is None else f"{100 * res.best_miou:.1f} %"
             what = "Stopped early; kept" if res.stopped else "Done: saved"
             act = " and made it the active model" if res.activated else " (not activated)"
-            self.status_label.setText(f"{what} model version v{res.version_id}{act}. Best val mIoU {best}.")
+            left = (
+                f" {self._skipped} unusable image(s) were left out (atrous.log names them; "
+                "`python main.py check PROJECT --repair` fixes the project)."
+                if self._skipped
+                else ""
+            )
+            self.status_label.setText(f"{what} model version v{res.version_id}{act}. Best val mIoU {best}.{left}")
             self.prelabel_button.setEnabled(n_new > 0)
         self.table.setRowCount(0)
         for name, iou in res.per_class_iou.items():

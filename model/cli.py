@@ -464,6 +464,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.split != "all":
             train, val = split_train_val(records, args.val_fraction, args.seed)
             records = val if args.split == "val" else train
+        version = next((v for v in project.model_versions() if v.id == ref.version_id), None)
+        if args.split == "val" and version is not None and version.metrics.get("val_trained_after_figure"):
+            print(
+                f"note: {ref.label or ref.spec} was trained on its val images after its val figure was taken "
+                f"(a small project's fold-in), so this score is optimistic; its held-out val mIoU was "
+                f"{version.metrics.get('best_val_miou')}",
+                file=sys.stderr,
+            )
         if not records:
             raise AtrousError(f"{args.project}: no images with masks and status {' or '.join(statuses)} to evaluate on")
         predictor = make_predictor(args, ref)

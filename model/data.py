@@ -171,14 +171,27 @@ def load_project_samples(
     input_size: int | None,
     num_classes: int,
     on_item: Callable[[int, int], None] | None = None,
+    on_bad: Callable[[ImageRecord, str], None] | None = None,
 ) -> list[Sample]:
-    """Decode images, masks and pre-labels of ``records`` into :class:`Sample` objects."""
+    """Decode images, masks and pre-labels of ``records`` into :class:`Sample` objects.
+
+    An image or mask that cannot be read raises, or with ``on_bad`` is passed to it
+    with the reason and left out.
+    """
     out: list[Sample] = []
     for i, rec in enumerate(records):
-        mask = project.read_mask(rec.id)
-        if mask is None:
-            raise DataError(f"{rec.path}: has status {rec.status} but no mask")
-        image = project.load_image(rec.id)
+        try:
+            mask = project.read_mask(rec.id)
+            if mask is None:
+                raise DataError(f"{rec.path}: has status {rec.status} but no mask")
+            image = project.load_image(rec.id)
+        except AtrousError as e:
+            if on_bad is None:
+                raise
+            on_bad(rec, str(e))
+            if on_item is not None:
+                on_item(i + 1, len(records))
+            continue
         pre = None
         pp = prelabel_path(project, rec.id)
         if pp.exists():
@@ -204,7 +217,7 @@ class Augment:
     crop: int = 320
     scale_range: tuple[float, float] = (0.75, 1.5)
     hflip: float = 0.5
-    jitter: float = 0.2  # brightness / contrast / saturation: factor in [1 - j, 1 + j]
+    jitter: float = 0.4  # brightness / contrast / saturation: factor in [1 - j, 1 + j]
 
 
 def augment_pair(

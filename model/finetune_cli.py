@@ -47,7 +47,16 @@ def add_finetune_arguments(f: argparse.ArgumentParser) -> None:
         default=1.0,
         help="loss weight of the pixels a person corrected in the pre-label (1 = no extra weight)",
     )
-    f.add_argument("--val-fraction", type=float, default=0.2)
+    f.add_argument("--val-fraction", type=float, default=0.2, help="share of the images held out for val (0.2)")
+    f.add_argument(
+        "--fold-in",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="after this share of the run the val images are trained on too and the last weights are saved; "
+        "the val mIoU reported is the one measured just before (default 0.75 for projects under 200 images, "
+        "1 = never, for larger ones)",
+    )
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--device", default="auto", help="auto (CUDA, then MPS, then CPU), cpu, cuda, cuda:N")
     f.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16", "fp16"])
@@ -96,6 +105,7 @@ def cmd_finetune(args: argparse.Namespace) -> int:
         lr=args.lr,
         correction_weight=args.correction_weight,
         val_fraction=args.val_fraction,
+        fold_in=args.fold_in,
         seed=args.seed,
         device=args.device,
         precision=args.precision,
@@ -124,10 +134,19 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             target = d["iteration"] if d["iterations"] else int(round(d["fraction"] * bar.total))
             if target > bar.done:
                 bar.update(target - bar.done, f"epoch {d['epoch']} loss {d['loss']:.3f}")
+        elif phase == "skipped":
+            print(
+                f"left out {len(d['images'])} image(s) that cannot be used (`check PROJECT` lists them):",
+                file=sys.stderr,
+            )
+            for item in d["images"]:
+                print(f"  {item['why']}", file=sys.stderr)
         elif phase == "epoch" and d.get("val_miou") is not None:
             print(
                 f"\nepoch {d['epoch']}: train loss {d['train_loss']:.3f}, val mIoU {d['val_miou']:.3f}", file=sys.stderr
             )
+            if d.get("fold_in"):
+                print("the val images are trained on from here; that was the last val figure", file=sys.stderr)
 
     # The first Ctrl-C (the app's cancel sends SIGINT too) stops training like the old in-app cancel button:
     # the best checkpoint so far is kept, not activated; a second one interrupts at once.

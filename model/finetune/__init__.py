@@ -1,7 +1,7 @@
 """Fine-tune DeepLabV3 on a project's corrected masks; each finished run is a new model version.
 
 The loop keeps the shape of torchvision's ``references/segmentation/train.py``
-(cross-entropy with ``ignore_index=255`` plus 0.5 x the auxiliary loss, poly LR,
+(cross-entropy with ``ignore_index=255``, optionally plus an auxiliary head's loss, poly LR,
 paired transforms, a bincount confusion matrix for val mIoU) but is typed and
 reports through callbacks instead of print::
 

@@ -68,16 +68,16 @@ def load_base(
 
 
 def build_training_network(
-    base: LoadedModel | None, class_names: list[str], *, backbone: str, output_stride: int
+    base: LoadedModel | None, class_names: list[str], *, backbone: str, output_stride: int, aux: bool = True
 ) -> tuple[DeepLabV3, str]:
     """The network to train: the base's weights, heads rebuilt when the classes differ.
 
-    Always has an auxiliary head (it helps training; the predictor drops it).
+    ``aux``: with the auxiliary head (only the training loss reads it; the predictor drops it).
     """
     n = len(class_names)
     if base is None:
         net = build_deeplabv3(
-            backbone=backbone, num_classes=n, output_stride=output_stride, atrous_rates=(12, 24, 36), aux_loss=True
+            backbone=backbone, num_classes=n, output_stride=output_stride, atrous_rates=(12, 24, 36), aux_loss=aux
         )
         zero_init_residuals(net)
         return net, "random init"
@@ -87,7 +87,7 @@ def build_training_network(
         num_classes=n,
         output_stride=arch.output_stride,
         atrous_rates=arch.atrous_rates,
-        aux_loss=True,
+        aux_loss=aux,
     )
     same = list(base.meta.class_names) == list(class_names)
     state = base.network.state_dict()
@@ -96,6 +96,8 @@ def build_training_network(
         state = {
             k: v for k, v in state.items() if not (k.startswith("classifier.4.") or k.startswith("aux_classifier.4."))
         }
+    if not aux:
+        state = {k: v for k, v in state.items() if not k.startswith("aux_classifier.")}
     missing, unexpected = net.load_state_dict(state, strict=False)
     bad = [k for k in missing if not (k.startswith("aux_classifier.") or k.startswith("classifier.4."))]
     if bad or unexpected:
@@ -138,6 +140,7 @@ class RunSetup:
     normalisation: str
     samples_train: list[Sample] = field(default_factory=list)
     samples_val: list[Sample] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (image path, why) left out of the run
 
     @property
     def distributed(self) -> bool:
@@ -153,8 +156,13 @@ class RunSetup:
         return self.normalisation == NORM_IMAGE
 
 
-def _training_records(project: Project, config: FinetuneConfig) -> list[ImageRecord]:
-    """The images with a mask and one of the statuses trained on."""
+def _training_records(project: Project, config: FinetuneConfig) -> tuple[list[ImageRecord], list[tuple[str, str]]]:
+    """The images with a mask and one of the statuses trained on, and the ones left out: (path, why).
+
+    An image whose file is gone, unreadable, or changed size since it was labelled
+    (header only: it would train on a mismatched pair) is left out and named; the
+    run goes on with the rest (``check --repair`` fixes the project).
+    """
     records = project.images(list(config.statuses))
     records = [r for r in records if r.has_mask]
     if not records:
@@ -164,9 +172,20 @@ def _training_records(project: Project, config: FinetuneConfig) -> list[ImageRec
         )
     from annotation.formats import check_image_fits
 
-    for r in records:  # header only: an image replaced after labelling would train on a mismatched pair
-        check_image_fits(project, r)
-    return records
+    usable, skipped = [], []
+    for r in records:
+        try:
+            check_image_fits(project, r)
+        except AtrousError as e:
+            skipped.append((str(project.image_path(r)), str(e)))
+        else:
+            usable.append(r)
+    if not usable:
+        raise FinetuneError(
+            f"{project.root}: none of the {len(records)} labelled images can be read; the first: {skipped[0][1]}. "
+            "Run `check PROJECT` to see them all"
+        )
+    return usable, skipped
 
 
 def _device_and_precision(
@@ -213,7 +232,7 @@ def prepare_run(project: Project, config: FinetuneConfig) -> RunSetup:
     """
     rank, world, local_rank = _dist_info()
     class_names, colours = project_class_names(project)
-    records = _training_records(project, config)
+    records, skipped = _training_records(project, config)
     train_recs, val_recs = split_train_val(records, config.val_fraction, config.seed)
 
     device, dtype = _device_and_precision(config, world > 1, local_rank)
@@ -224,7 +243,7 @@ def prepare_run(project: Project, config: FinetuneConfig) -> RunSetup:
     base, base_desc = load_base(project, config.base, backbone=config.backbone, output_stride=config.output_stride)
     torch.manual_seed(config.seed)  # a random init (and re-initialised heads) are reproducible
     net, head_note = build_training_network(
-        base, class_names, backbone=config.backbone, output_stride=config.output_stride
+        base, class_names, backbone=config.backbone, output_stride=config.output_stride, aux=config.aux_weight > 0
     )
     mean, std, input_size, normalisation = _preprocessing(config, base, records)
     return RunSetup(
@@ -246,6 +265,7 @@ def prepare_run(project: Project, config: FinetuneConfig) -> RunSetup:
         std=std,
         input_size=input_size,
         normalisation=normalisation,
+        skipped=skipped,
     )
 
 
@@ -264,8 +284,20 @@ def load_samples(
             raise _Cancelled
         report({"phase": "load", "loaded": i, "of": n})
 
+    def bad(rec: ImageRecord, why: str) -> None:
+        run.skipped.append((str(project.image_path(rec)), why))
+
     size, n = run.input_size, run.n_classes
-    run.samples_train = load_project_samples(project, run.train_recs, input_size=size, num_classes=n, on_item=loading)
-    run.samples_val = load_project_samples(project, run.val_recs, input_size=size, num_classes=n, on_item=loading)
+    run.samples_train = load_project_samples(
+        project, run.train_recs, input_size=size, num_classes=n, on_item=loading, on_bad=bad
+    )
+    run.samples_val = load_project_samples(
+        project, run.val_recs, input_size=size, num_classes=n, on_item=loading, on_bad=bad
+    )
+    if not run.samples_train:
+        raise FinetuneError(
+            f"{project.root}: none of the training images could be read; the first: {run.skipped[0][1]}. "
+            "Run `check PROJECT` to see them all"
+        )
     if not any(bool((s.mask != 255).any()) for s in run.samples_train):
         raise FinetuneError(f"{project.root}: every pixel of the training masks is void (255); nothing to learn from")

@@ -91,6 +91,8 @@ def _run(
         report({"phase": "done", "saved": None, "stopped": True})
         return FinetuneResult(None, None, [], None, {}, True, False, 0, clock() - t_start, 0.0, run.config.to_dict())
 
+    if run.skipped:
+        report({"phase": "skipped", "images": [{"path": p, "why": why} for p, why in run.skipped]})
     trainer = start_training(run)
     warm_up(run, trainer, report)
     out = train(run, trainer, report, should_stop, clock)
@@ -129,7 +131,8 @@ def _run(
         report({"phase": "done", "saved": None, "stopped": True})
         return result  # cancelled before anything was validated: nothing worth keeping
 
-    save_version(project, run, best, result, report)
+    # After a fold-in the last weights have learnt from every image: keep those, not the validated copy.
+    save_version(project, run, None if out.folded else best, result, report, folded=out.folded)
     report(
         {
             "phase": "done",

@@ -50,10 +50,18 @@ def final_network(run: RunSetup, best: Best | None, report: Callable[[dict[str, 
 
 
 def save_version(
-    project: Project, run: RunSetup, best: Best | None, result: FinetuneResult, report: Callable[[dict[str, Any]], None]
+    project: Project,
+    run: RunSetup,
+    best: Best | None,
+    result: FinetuneResult,
+    report: Callable[[dict[str, Any]], None],
+    *,
+    folded: bool = False,
 ) -> None:
     """Save the checkpoint and its record under ``models/``, add the model version, activate it when asked.
 
+    ``best`` None: the last weights. ``folded``: the val images were trained on after the
+    val figure was taken (recorded, so ``evaluate --split val`` can say so).
     Fills in ``result``'s version id, checkpoint path and ``activated``.
     """
     config = run.config
@@ -78,6 +86,7 @@ def save_version(
         "it_per_s": round(result.it_per_s, 4),
         "stopped": result.stopped,
         "best_val_miou": result.best_miou,
+        "val_trained_after_figure": folded,
         "per_class_iou": result.per_class_iou,
         "device": str(run.device),
         "precision": {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[run.dtype],

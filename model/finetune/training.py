@@ -1,7 +1,7 @@
 """The training loop: loss, optimizer and LR schedule, the warm-up step, and the epochs with validation.
 
 It keeps the shape of torchvision's ``references/segmentation/train.py``
-(cross-entropy with ``ignore_index=255`` plus 0.5 x the auxiliary loss, poly LR
+(cross-entropy with ``ignore_index=255``, optionally plus an auxiliary head's loss, poly LR
 with a short warm-up), reports through ``report`` / ``should_stop`` callbacks,
 and under torchrun trains each process on its own shard of every batch.
 """
@@ -21,7 +21,7 @@ from torch.nn import functional as F
 from ..cputrain import depthwise_in_fp32, phased_dilated_depthwise
 from ..data import Augment, make_batch
 from ..metrics import SegMetrics
-from .config import FinetuneError
+from .config import FinetuneError, fold_in_at
 from .evaluation import validate
 
 if TYPE_CHECKING:
@@ -123,6 +123,7 @@ class Trainer:
     epochs: int
     total_iters: int | None  # None with a time budget
     budget: float | None  # seconds, with --minutes
+    fold_at: float = 1.0  # share of the run after which the val images are trained on too
 
 
 @dataclass
@@ -135,6 +136,7 @@ class TrainOutcome:
     stopped: bool  # should_stop() said so before the planned end
     train_t0: float
     eval_seconds: float
+    folded: bool = False  # the val images joined training: keep the last weights, not the best validated
 
 
 def _place_network(run: RunSetup) -> tuple[nn.Module, bool]:
@@ -189,7 +191,8 @@ def start_training(run: RunSetup) -> Trainer:
     epochs = config.epochs if (config.epochs is not None or config.minutes is not None) else 30
     total_iters = epochs * steps_per_epoch if config.minutes is None else None
     budget = config.minutes * 60.0 if config.minutes is not None else None
-    return Trainer(model, own_group, opt, lr, aug, gen, local_bs, steps_per_epoch, epochs, total_iters, budget)
+    fold_at = fold_in_at(config, len(run.records))
+    return Trainer(model, own_group, opt, lr, aug, gen, local_bs, steps_per_epoch, epochs, total_iters, budget, fold_at)
 
 
 def warm_up(run: RunSetup, trainer: Trainer, report: Callable[[dict[str, Any]], None]) -> None:
@@ -292,6 +295,41 @@ def train(
         dist.all_reduce(flag, op=dist.ReduceOp.MAX)
         return bool(flag.item() > 0)
 
+    def validate_into(entry: dict[str, Any]) -> None:
+        """Score the val images (rank 0), note the figures in ``entry`` and keep the best weights."""
+        nonlocal best, eval_seconds, last_eval_t
+        if rank != 0:
+            return
+        t_eval = clock()
+        report({"phase": "eval", "epoch": epoch})
+        metrics = validate(run)
+        entry["val_miou"] = metrics.miou
+        entry["val_pixel_accuracy"] = metrics.pixel_accuracy
+        entry["per_class_iou"] = dict(zip(run.class_names, metrics.per_class_iou))
+        if best is None or metrics.miou > best[0]:
+            best = (metrics.miou, _cpu_state(run.net), metrics)
+        eval_seconds += clock() - t_eval
+        last_eval_t = clock()
+
+    def fold_in(losses: list[float]) -> None:
+        """Validate one last time, then train on the val images too (see config.fold_in_at)."""
+        nonlocal folded, best
+        entry: dict[str, Any] = {
+            "epoch": epoch,
+            "iteration": iteration,
+            "train_loss": float(np.mean(losses)) if losses else None,
+            "val_miou": None,
+            "fold_in": True,
+        }
+        best = None  # the figure reported is this one: the weights just before the val images join
+        validate_into(entry)
+        entry["elapsed"] = clock() - train_t0
+        history.append(entry)
+        report({"phase": "epoch", **entry, "best_miou": best[0] if best else None})
+        run.samples_train = run.samples_train + run.samples_val
+        folded = True
+
+    folded = False
     done = False
     try:
         while not done:
@@ -308,6 +346,8 @@ def train(
                 if agree_stop(frac >= 1.0):
                     done = True
                     break
+                if not folded and run.samples_val and agree_stop(frac >= trainer.fold_at):
+                    fold_in(losses)
                 cur_lr = poly_lr(trainer.lr, frac, config.warmup)
                 chunk = [perm[(step * config.batch_size + j) % len(perm)] for j in range(config.batch_size)]
                 mine = chunk[rank::world][: trainer.local_bs] or chunk[:1]
@@ -346,17 +386,8 @@ def train(
                 "train_loss": float(np.mean(losses)),
                 "val_miou": None,
             }
-            if rank == 0 and run.samples_val and due and not stopped:
-                t_eval = clock()
-                report({"phase": "eval", "epoch": epoch})
-                metrics = validate(run)
-                entry["val_miou"] = metrics.miou
-                entry["val_pixel_accuracy"] = metrics.pixel_accuracy
-                entry["per_class_iou"] = dict(zip(run.class_names, metrics.per_class_iou))
-                if best is None or metrics.miou > best[0]:
-                    best = (metrics.miou, _cpu_state(run.net), metrics)
-                eval_seconds += clock() - t_eval
-                last_eval_t = clock()
+            if run.samples_val and due and not stopped and not folded:
+                validate_into(entry)
             entry["elapsed"] = clock() - train_t0
             history.append(entry)
             report({"phase": "epoch", **entry, "best_miou": best[0] if best else None})
@@ -366,4 +397,4 @@ def train(
                 torch.cuda.empty_cache()
             raise _oom_error(run) from e
         raise
-    return TrainOutcome(history, best, iteration, stopped, train_t0, eval_seconds)
+    return TrainOutcome(history, best, iteration, stopped, train_t0, eval_seconds, folded)

@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from annotation.errors import AtrousReadError
 from annotation.project import Project
 
 from ..badfiles import photo
@@ -41,15 +40,28 @@ def test_export_refuses_a_changed_image(changed: Path, tmp_path: Path, atrous: A
     assert not out.exists() or not any(out.iterdir())  # nothing half-exported
 
 
-def test_finetune_refuses_a_changed_image(changed: Path, atrous: Atrous) -> None:
+def test_finetune_leaves_out_a_changed_image_and_names_it(changed: Path, atrous: Atrous) -> None:
+    """It trains on the rest (one bad image no longer stops the run) and says which image it left out."""
     from model.finetune.config import FinetuneConfig
     from model.finetune.prepare import _training_records
 
-    with Project.open(changed) as project, pytest.raises(AtrousReadError, match=r"b\.png.*30x20"):
-        _training_records(project, FinetuneConfig(project=str(changed)))
+    with Project.open(changed) as project:
+        usable, skipped = _training_records(project, FinetuneConfig(project=str(changed)))
+        assert [Path(r.path).name for r in usable] == ["a.png"]
+    assert len(skipped) == 1 and skipped[0][0].endswith("b.png") and "30x20" in skipped[0][1]
+    run = atrous("finetune", changed, "--base", "scratch", "--epochs", "1", "--crop", "32", "--device", "cpu")
+    assert run.rc == 0, run.err
+    assert "left out 1 image(s)" in run.err and "b.png" in run.err and "30x20" in run.err, run.err
+    with Project.open(changed) as project:
+        metrics = project.active_model_version.metrics
+        assert len(metrics["train_images"]) + len(metrics["val_images"]) == 1  # a.png only
+
+
+def test_finetune_with_every_image_changed_is_refused(changed: Path, atrous: Atrous) -> None:
+    Image.fromarray(photo(20, 30, seed=8)).save(changed.parent / "images" / "a.png")
     before = sorted(p.name for p in changed.rglob("*"))
-    run = atrous("finetune", changed, "--base", "scratch", "--epochs", "1")
-    assert run.rc != 0 and "b.png" in run.err and "30x20" in run.err, run.err
+    line = atrous("finetune", changed, "--base", "scratch", "--epochs", "1").refused("none of the 2 labelled images")
+    assert "30x20" in line
     assert sorted(p.name for p in changed.rglob("*")) == before  # no model written
 
 

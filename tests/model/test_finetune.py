@@ -31,7 +31,7 @@ def trained(tmp_path_factory):
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        result = finetune(path, epochs=3, on_progress=events.append, **FAST)
+        result = finetune(path, epochs=3, on_progress=events.append, fold_in=1.0, **FAST)
     finally:
         torch.set_num_threads(before)
     return path, result, events
@@ -117,6 +117,8 @@ def test_no_edited_images(tmp_path) -> None:
         ({"lr": -1.0}, "learning rate must be a positive number"),
         ({"minutes": float("inf"), "epochs": None}, "minutes must be a finite number"),
         ({"input_size": 0}, "input size must be at least 32"),
+        ({"fold_in": 0.0}, "fold-in must be in"),
+        ({"fold_in": float("nan")}, "fold-in must be in"),
     ],
 )
 def test_bad_numbers_are_refused_before_anything_runs(tmp_path, option, message) -> None:
@@ -271,3 +273,92 @@ def test_the_fused_optimizer_makes_the_plain_ones_update(name, monkeypatch) -> N
     assert fused.defaults.get("fused") and not plain.defaults.get("fused")
     assert all(torch.allclose(x, y, atol=1e-6) for x, y in zip(a, b))
     assert not torch.allclose(a[0], weights[0])  # the steps did move the weights
+
+
+def _count_batches(monkeypatch) -> list[int]:
+    """Patch the loop's make_batch to note how many samples each step drew from."""
+    seen: list[int] = []
+    real = ft.make_batch
+
+    def spy(samples, *args, **kwargs):
+        seen.append(len(samples))
+        return real(samples, *args, **kwargs)
+
+    monkeypatch.setattr(ft, "make_batch", spy)
+    return seen
+
+
+def test_a_small_project_trains_on_its_val_images_after_the_last_figure(tmp_path, monkeypatch) -> None:
+    """#18: holding a fifth of a small project out costs more than it tells, so the val images join late."""
+    path, _ = make_tiny_project(tmp_path, n=6)
+    seen = _count_batches(monkeypatch)
+    events: list[dict] = []
+    r = finetune(path, epochs=4, on_progress=events.append, **FAST)
+    folds = [h for h in r.history if h.get("fold_in")]
+    assert len(folds) == 1 and folds[0]["val_miou"] is not None
+    after = r.history[r.history.index(folds[0]) + 1 :]
+    assert after and all(h["val_miou"] is None for h in after)  # never scored on images it trained on
+    assert r.best_miou == folds[0]["val_miou"]
+    with Project.open(path) as p:
+        metrics = p.active_model_version.metrics
+        n_train, n_val = len(metrics["train_images"]), len(metrics["val_images"])
+        assert metrics["val_trained_after_figure"] is True and n_val >= 1
+    counts = seen[1:]  # the first call is the warm-up step
+    assert set(counts) == {n_train, n_train + n_val}
+    assert counts.index(n_train + n_val) == folds[0]["iteration"]  # from the step after the figure on
+    assert [e for e in events if e["phase"] == "epoch" and e.get("fold_in")]
+    assert not load_checkpoint(r.checkpoint_path).meta.arch.aux_loss  # the default trains without an aux head
+
+
+def test_an_aux_weight_builds_and_trains_the_aux_head(tmp_path, monkeypatch) -> None:
+    path, _ = make_tiny_project(tmp_path, n=4)
+    heads: list[int] = []
+    real = ft.seg_loss
+
+    def spy(logits, *args):
+        heads.append(logits.shape[-1])
+        return real(logits, *args)
+
+    monkeypatch.setattr(ft, "seg_loss", spy)
+    r = finetune(path, epochs=1, aux_weight=0.5, fold_in=1.0, **FAST)
+    assert r.checkpoint_path is not None
+    assert len(set(heads[1:])) == 2  # after the warm-up step, the main head (stride 16) and the aux head (stride 8)
+
+
+def test_fold_in_1_never_trains_on_the_val_images(tmp_path, monkeypatch) -> None:
+    path, _ = make_tiny_project(tmp_path, n=6)
+    seen = _count_batches(monkeypatch)
+    r = finetune(path, epochs=2, fold_in=1.0, **FAST)
+    with Project.open(path) as p:
+        metrics = p.active_model_version.metrics
+        assert metrics["val_trained_after_figure"] is False
+        assert set(seen) == {len(metrics["train_images"])}
+    assert all(h["val_miou"] is not None for h in r.history)
+
+
+def test_an_unreadable_mask_or_image_is_left_out_and_named(tmp_path) -> None:
+    """#17: one torn mask or missing image made finetune refuse the whole project."""
+    path, _ = make_tiny_project(tmp_path, n=6)
+    with Project.open(path) as p:
+        recs = p.images()
+        torn, gone = p.mask_path(recs[1].id), p.image_path(recs[2])
+    torn.write_bytes(torn.read_bytes()[:30])
+    gone.unlink()
+    events: list[dict] = []
+    r = finetune(path, epochs=1, fold_in=1.0, on_progress=events.append, **FAST)
+    assert r.checkpoint_path is not None
+    skipped = [e for e in events if e["phase"] == "skipped"]
+    assert len(skipped) == 1
+    named = " ".join(item["why"] for item in skipped[0]["images"])
+    assert len(skipped[0]["images"]) == 2 and str(torn) in named and gone.name in named
+
+
+def test_no_usable_image_is_a_clear_error(tmp_path) -> None:
+    path, _ = make_tiny_project(tmp_path, n=2)
+    with Project.open(path) as p:
+        for rec in p.images():
+            p.image_path(rec).unlink()
+    with pytest.raises(FinetuneError, match="none of the 2 labelled images can be read"):
+        finetune(path, epochs=1, **FAST)
+    with Project.open(path) as p:
+        assert p.model_versions() == []
