@@ -74,7 +74,7 @@ class PlainLoop:
         torch.manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         self.crop, self.batch_size, self.budget, self.dtype = 256, 8, budget_s, dtype
-        self.images = [torch.from_numpy(load_image(a)).permute(2, 0, 1).contiguous() for a, _ in pairs]
+        self.images = [torch.from_numpy(load_image(a).copy()).permute(2, 0, 1).contiguous() for a, _ in pairs]
         self.labels = []
         for _, b in pairs:
             lab = read_mask_png(b).astype(np.int64)
