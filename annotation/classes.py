@@ -138,16 +138,23 @@ def parse_class_lines(lines: Sequence[str], source: Path | str) -> tuple[list[La
 
 
 def _classes_from_json(data: object, path: Path) -> list[LabelClass]:
+    expected = "expected a list of {index, name, colour, background}"
     try:
         classes = []
-        for c in data:
+        for k, c in enumerate(data):
             colour = c.get("colour")
             index = int(c["index"])
+            if colour is not None and (not isinstance(colour, (list, tuple)) or len(colour) != 3):
+                raise AtrousReadError(
+                    f"{path}: entry {k} ({c.get('name')!r}): colour {colour!r} is not three values [r, g, b]"
+                )
             rgb = default_colour(index) if colour is None else (int(colour[0]), int(colour[1]), int(colour[2]))
             background = bool(c.get("background", c.get("is_background", False)))
             classes.append(LabelClass(index, str(c["name"]), rgb, background))
-    except (TypeError, KeyError, ValueError, IndexError, AttributeError) as e:
-        raise AtrousReadError(f"{path}: expected a list of {{index, name, colour, background}} ({e})") from e
+    except KeyError as e:
+        raise AtrousReadError(f"{path}: {expected}; an entry has no {e}") from e
+    except (TypeError, ValueError, AttributeError) as e:
+        raise AtrousReadError(f"{path}: {expected}; {e}") from e
     try:
         return validate_classes(classes)
     except AtrousError as e:

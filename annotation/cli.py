@@ -80,6 +80,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="class list file (masks: default the project's classes, else the names are class_N)",
     )
     p.add_argument("--void", type=int, metavar="N", help="masks: label value that means void/ignore (becomes 255)")
+    p.add_argument(
+        "--binary",
+        action="store_true",
+        help="masks: 0/255 binary masks (e.g. ISBI): 255 becomes class 1 'foreground' instead of void",
+    )
     p.add_argument("--status", default="reviewed", help="status of imported masks (default: reviewed)")
     p.add_argument(
         "--polygon-fill",
@@ -183,6 +188,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         images=args.images,
         classes=args.classes,
         void=args.void,
+        binary=args.binary,
         status=args.status,
         polygon_fill=args.polygon_fill,
         allow_outside=args.allow_outside,

@@ -193,12 +193,28 @@ def rle_to_mask(rle: dict[str, Any]) -> np.ndarray:
 
 
 def polygons_to_mask(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
-    """Rasterise COCO polygons (flat ``[x0, y0, x1, y1, ...]`` lists) the way pycocotools does; union."""
+    """Rasterise COCO polygons (flat ``[x0, y0, x1, y1, ...]`` lists) the way pycocotools does; union.
+
+    Each polygon is first clipped to a window just around the image (exact for every pixel
+    inside it): pycocotools walks every unit step of an edge, so coordinates of 1e8
+    made it allocate without bound or crash the process.
+    """
     from pycocotools import mask as mask_utils
 
-    if not polygons:
+    from .errors import AtrousReadError
+    from .formats.guards import clip_polygon
+
+    clipped = []
+    for p in polygons:
+        xy = np.asarray(list(map(float, p)), dtype=np.float64)
+        if len(xy) % 2 or not np.isfinite(xy).all():
+            raise AtrousReadError("a polygon has an odd number of coordinates or one that is not a finite number")
+        xy = clip_polygon(xy.reshape(-1, 2), width, height)
+        if len(xy) >= 3:
+            clipped.append(xy.ravel().tolist())
+    if not clipped:
         return np.zeros((height, width), dtype=bool)
-    rles = mask_utils.frPyObjects([list(map(float, p)) for p in polygons], height, width)
+    rles = mask_utils.frPyObjects(clipped, height, width)
     return _decode(mask_utils.merge(rles))
 
 

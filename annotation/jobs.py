@@ -184,6 +184,7 @@ class ImportOptions:
     images: Path | None = None  # coco: where file_name is resolved; masks: the image folder
     classes: Path | None = None  # class list file
     void: int | None = None  # masks: the label value that means void
+    binary: bool = False  # masks: 0/255 binary masks, 255 is class 1
     status: str = "reviewed"
     polygon_fill: str = "auto"  # coco: auto, coco or labelme
     allow_outside: bool = False  # coco, labelme: read images the file names outside the images folder
@@ -231,7 +232,9 @@ def read_import(
                     images = [project.image_path(r) for r in project.images()] or None
         if images is None:
             raise AtrousError("--format masks needs --images DIR (the images the label PNGs belong to)")
-        return read_mask_folder(opts.src, images, opts.classes, opts.void, project_classes=project_classes, **cb)
+        return read_mask_folder(
+            opts.src, images, opts.classes, opts.void, binary=opts.binary, project_classes=project_classes, **cb
+        )
     raise AtrousError(f"unknown import format {opts.fmt!r}; use one of {', '.join(IMPORT_FORMATS)}")
 
 
@@ -369,6 +372,8 @@ def export_report(opts: ExportOptions, s: ExportSummary) -> list[str]:
     if s.skipped_without_mask:
         lines.append(f"  {s.skipped_without_mask} selected image(s) without a mask were left out")
     lines.extend(s.left_out)
+    if s.cleared_interrupted:
+        lines.append(f"  {opts.out} held an export that was cut short; it was cleared and written again")
     return lines
 
 

@@ -80,6 +80,12 @@ __all__ = [
 ]
 
 
+def _disk_trouble(e: BaseException) -> bool:
+    """Whether a failed open came from the disk (full, or an I/O error), not from the file itself."""
+    text = str(e.__cause__ or e).lower()
+    return "disk i/o error" in text or "database or disk is full" in text
+
+
 def _writable(path: Path) -> bool:
     """True when this process may write ``path`` (a read-only mount says no even to root)."""
     return os.access(path, os.W_OK)
@@ -94,6 +100,7 @@ class Project(ProjectClassesMixin, ProjectIndexMixin):
         self._lock = threading.RLock()
         #: Opened read-only (the database or its folder is not writable): every write is refused.
         self.read_only = read_only
+        self.why_read_only = f"its folder or {DB_NAME} is not writable"
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -149,8 +156,17 @@ class Project(ProjectClassesMixin, ProjectIndexMixin):
         if not db.is_file():
             raise AtrousReadError(f"{root}: not an Atrous project (no {DB_NAME})")
         read_only = not (_writable(db) and _writable(root))
-        conn = cls._connect(db, read_only=read_only, folder_read_only=not _writable(root))
+        why_read_only = f"its folder or {DB_NAME} is not writable"
+        try:
+            conn = cls._connect(db, read_only=read_only, folder_read_only=not _writable(root))
+        except AtrousReadError as e:
+            if read_only or not _disk_trouble(e):
+                raise
+            # A full disk cannot take the -shm file WAL needs, but the project can still be read.
+            conn = cls._connect(db, read_only=True, folder_read_only=True)
+            read_only, why_read_only = True, f"the disk is full or failing ({e.__cause__})"
         proj = cls(root, conn, read_only)
+        proj.why_read_only = why_read_only
         try:
             _check_database(conn, db)  # damaged pages, an unknown schema version
         except BaseException:
@@ -226,7 +242,7 @@ class Project(ProjectClassesMixin, ProjectIndexMixin):
         timeout is one clear :class:`AtrousWriteError`; nothing has been written then.
         """
         if self.read_only:
-            raise AtrousWriteError(f"{self.root}: the project is read-only (its folder or {DB_NAME} is not writable)")
+            raise AtrousWriteError(f"{self.root}: the project is read-only ({self.why_read_only})")
         with self._lock:
             cur = self._conn.cursor()
             try:

@@ -3,6 +3,9 @@
 ``check`` lists what a crash, a killed run or a hand edit of the folder left behind:
 
 * images whose source file is gone (``missing-image``; repair: drop the image's row),
+* image files that changed size since they were added, or do not decode (truncated
+  copies) (``bad-image``; left for a person: put the original back, or delete the file
+  and repair drops the image),
 * masks that are missing, torn, of the wrong size or too large to decode
   (``bad-mask``; repair: forget the mask, the image's status goes back to new),
 * masks holding values that are neither a class nor void (``unknown-values``; left
@@ -34,7 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from .class_edits import PENDING_KEY, STAGING_PREFIX, _alive, finish_interrupted_edit
-from .errors import AtrousReadError, AtrousWriteError
+from .errors import AtrousError, AtrousReadError, AtrousWriteError
 from .layout import PROJECT_DIRS
 from .mask_commit import finish_mask_commits, scan
 from .masks import VOID, read_mask_png
@@ -85,9 +88,10 @@ class TolerantProject(Project):
 class SkipBadProject(TolerantProject):
     """A project whose :meth:`images` leaves out images an export cannot use, each in :attr:`skipped`.
 
-    For ``export --skip-bad``: an image whose file is gone, or whose mask cannot be read
-    (missing, torn, wrong size, too large), is left out and named instead of stopping the export.
-    Each mask is read once more here; only a run that asked to skip pays for it.
+    For ``export --skip-bad``: an image whose file is gone, changed size or does not decode
+    (truncated), or whose mask cannot be read (missing, torn, wrong size, too large), is left out
+    and named instead of stopping the export. Each image and mask is read once more here; only a
+    run that asked to skip pays for it.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -98,6 +102,8 @@ class SkipBadProject(TolerantProject):
         keep = []
         for rec in super().images(status):
             why = None if self.image_path(rec).is_file() else "source image not found"
+            if why is None:
+                why = _unusable_image(self, rec)
             if why is None and rec.has_mask:
                 try:
                     Project.read_mask(self, rec.id)
@@ -171,6 +177,23 @@ def _leftovers(root: Path) -> list[Problem]:
     return out
 
 
+def _unusable_image(project: Project, rec: ImageRecord) -> str | None:
+    """Why an image file that exists cannot be used (changed size since it was added, truncated,
+    not decodable), or None. Decodes it: the truncation of a copy shows only there."""
+    from .formats import check_image_fits
+
+    path = project.image_path(rec)
+    try:
+        check_image_fits(project, rec)
+        project.load_image(rec.id)
+    except AtrousError as e:
+        why = str(e).removeprefix(f"{path}: ")
+        if "--repair" in why:  # check_image_fits already says what to do
+            return why
+        return f"{why}; put the original file back (or delete the file: --repair then drops the image)"
+    return None
+
+
 def check_project(project: Project, on_image: Callable[[int, int], None] | None = None) -> list[Problem]:
     """Every problem of ``project`` (reads every mask; a mask too large to decode is refused, not read)."""
     root = Path(project.root)
@@ -193,6 +216,10 @@ def check_project(project: Project, on_image: Callable[[int, int], None] | None 
             problems.append(
                 Problem("missing-image", image, "source image not found", rec.id, "drop the image's row", rec.modified)
             )
+        else:
+            why = _unusable_image(project, rec)
+            if why:
+                problems.append(Problem("bad-image", image, why, rec.id))
         if not rec.has_mask:
             continue
         mask_file = unplaced.get(rec.id, project.mask_path(rec.id))

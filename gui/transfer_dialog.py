@@ -379,6 +379,8 @@ class ImportDialog(JobDialog):
         self.void_spin.setValue(-1)
         self.void_spin.setToolTip("The label value that means void / ignore (CamVid: 11); it becomes 255")
         self.form.addRow("Void value", self.void_spin)
+        self.binary_check = QCheckBox("0/255 binary masks: 255 is the foreground class, not void")
+        self.form.addRow("", self.binary_check)
         self.status_combo = QComboBox()
         self.status_combo.addItems(list(STATUSES))
         self.status_combo.setCurrentText("reviewed")
@@ -394,6 +396,7 @@ class ImportDialog(JobDialog):
         self.form.setRowVisible(self.images_row, fmt in ("coco", "masks"))
         self.form.setRowVisible(self.classes_row, fmt in ("voc", "labelme", "masks"))
         self.form.setRowVisible(self.void_spin, fmt == "masks")
+        self.form.setRowVisible(self.binary_check, fmt == "masks")
         self.form.setRowVisible(self.fill_combo, fmt == "coco")
         self.help.setText(next(h for f, _, h in _IMPORT_FORMATS if f == fmt) + " All or nothing.")
         self.src_edit.setPlaceholderText("the JSON file" if fmt == "coco" else "a folder")
@@ -436,6 +439,7 @@ class ImportDialog(JobDialog):
             images=_path(self.images_edit) if fmt in ("coco", "masks") else None,
             classes=_path(self.classes_edit) if fmt in ("voc", "labelme", "masks") else None,
             void=self.void_spin.value() if fmt == "masks" and self.void_spin.value() >= 0 else None,
+            binary=fmt == "masks" and self.binary_check.isChecked(),
             status=self.status_combo.currentText(),
             polygon_fill=self.fill_combo.currentText(),
         )

@@ -285,23 +285,34 @@ def _to_upright(mask: np.ndarray, width: int, height: int, orientation: int, sou
 # ---------------------------------------------------------------------- export folder
 
 
+#: Written first into an export folder and removed when the export finishes: a folder that still
+#: holds it is an export a kill cut short (every file in it is ours, so a new export may clear it).
+INCOMPLETE_MARK = "EXPORT-INCOMPLETE.txt"
+
+
 class ExportFolder:
     """A new or empty output folder that is cleaned up if the export fails.
 
     Use as a context manager; :meth:`path` maps a relative name to a path inside
-    the folder and refuses anything that would land outside it.
+    the folder and refuses anything that would land outside it. While it is being
+    written the folder holds :data:`INCOMPLETE_MARK`; a folder left with it by a killed
+    export is cleared and written again (``cleared`` says so) instead of refused.
     """
 
     def __init__(self, out: str | os.PathLike[str]) -> None:
         self.out = Path(out)
         self._created = False
+        self.cleared = False  # the folder held an interrupted export, which was removed
 
     def __enter__(self) -> ExportFolder:
         out = self.out
         if out.exists():
             if not out.is_dir():
                 raise AtrousWriteError(f"{out}: exists and is not a folder")
-            if any(out.iterdir()):
+            if (out / INCOMPLETE_MARK).is_file():
+                self._clear()
+                self.cleared = True
+            elif any(out.iterdir()):
                 raise AtrousWriteError(f"{out}: export folder is not empty; choose a new or empty folder")
         else:
             try:
@@ -309,20 +320,29 @@ class ExportFolder:
             except OSError as e:
                 raise AtrousWriteError(f"Cannot create export folder {out}: {e.strerror or e}") from e
             self._created = True
+        self.write(
+            INCOMPLETE_MARK,
+            b"An Atrous export was writing this folder and did not finish (killed or still running).\n"
+            b"Export again into this folder: it is cleared first.\n",
+        )
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc is None:
+            (self.out / INCOMPLETE_MARK).unlink(missing_ok=True)
             return
         # Remove what we wrote: the folder itself if we made it, else its contents.
         if self._created:
             shutil.rmtree(self.out, ignore_errors=True)
         else:
-            for child in list(self.out.iterdir()):
-                if child.is_dir() and not child.is_symlink():
-                    shutil.rmtree(child, ignore_errors=True)
-                else:
-                    child.unlink(missing_ok=True)
+            self._clear()
+
+    def _clear(self) -> None:
+        for child in list(self.out.iterdir()):
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child, ignore_errors=True)
+            else:
+                child.unlink(missing_ok=True)
 
     def path(self, relative: str) -> Path:
         """``OUT/relative``, checked to stay inside OUT."""
@@ -357,7 +377,8 @@ def check_image_fits(project: Project, rec, mask: np.ndarray | None = None) -> N
         got = f"its mask is {mask.shape[1]}x{mask.shape[0]}" if mask is not None else "its mask was made for that"
         raise AtrousReadError(
             f"{path}: the image is now {size[0]}x{size[1]} but was {rec.width}x{rec.height} when added ({got}); "
-            "it changed on disk after it was labelled. Put the original back, or remove the image from the project"
+            "it changed on disk after it was labelled. Put the original back (or delete the file: "
+            "`check PROJECT --repair` then drops the image)"
         )
 
 

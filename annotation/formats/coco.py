@@ -337,6 +337,7 @@ def export_coco(
     ann_id = 1
     skip = {VOID} | ({background.index} if background is not None else set())
     with ExportFolder(out) as folder:
+        summary.cleared_interrupted = folder.cleared
         for image_id, (rec, name) in enumerate(zip(with_mask, names), start=1):
             check_stop(should_stop)
             if on_progress is not None:

@@ -38,6 +38,7 @@ def read_mask_folder(
     classes_file: str | os.PathLike[str] | None = None,
     void: int | None = None,
     *,
+    binary: bool = False,
     project_classes: Sequence[LabelClass] | None = None,
     on_progress: Callable[[int, int, str], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
@@ -49,6 +50,10 @@ def read_mask_folder(
     values; without either, value N is named ``class_N``. ``on_progress(done, total, name)``
     follows the images; ``should_stop()`` is asked before each one and raises
     :class:`~annotation.formats.Cancelled` (nothing has been written).
+
+    ``binary``: the masks hold only 0 and 255 (one foreground class, as ISBI's do): 255
+    becomes class 1 instead of void. Without it, 255 is void, and when guessed classes meet
+    255 pixels the result carries a warning saying how much of the masks that made void.
     """
     labels_dir = Path(labels_dir)
     if not labels_dir.is_dir():
@@ -62,6 +67,8 @@ def read_mask_folder(
         image_paths, where, from_project = [Path(p) for p in images_dir], "the project's images", True
     if void is not None and not 0 <= void <= 255:
         raise AtrousReadError(f"--void {void}: must be 0..255")
+    if binary and void is not None:
+        raise AtrousReadError("--binary masks have no void value; give either --binary or --void")
     labels = _by_stem(sorted(p for p in labels_dir.rglob("*") if p.suffix.lower() == ".png" and p.is_file()), "label")
     images = _by_stem(image_paths, "image")
     if not labels:
@@ -81,9 +88,12 @@ def read_mask_folder(
     elif project_classes:
         classes = [c for c in project_classes if c.index != void]
         fixed, named_by = True, "the project's classes (give a class file to import other classes)"
+    elif binary:
+        classes, fixed, named_by = [make_class(0, "background"), make_class(1, "foreground")], True, "--binary"
     else:
         classes, fixed, named_by = [], False, ""
     known = {c.index for c in classes}
+    void_px, all_px = 0, 0  # 255 pixels in masks whose classes were guessed
     items: list[ImportedItem] = []
     # A project image without a label PNG stays as it is.
     pairs = [(image, labels.get(stem)) for stem, image in images.items() if stem in labels or not from_project]
@@ -92,9 +102,17 @@ def read_mask_folder(
         mask = None
         if label is not None:
             mask = read_mask_png(label)
+            if binary:
+                odd = sorted(set(np.unique(mask).tolist()) - {0, VOID})
+                if odd:
+                    raise AtrousReadError(f"{label}: --binary masks hold only 0 and 255, this one also {odd[:5]}")
+                mask = (mask == VOID).astype(np.uint8)
             if void is not None and void != VOID:
                 mask = mask.copy()
                 mask[mask == void] = VOID
+            elif void is None and not fixed:
+                void_px += int(np.count_nonzero(mask == VOID))
+                all_px += mask.size
             values = set(np.unique(mask).tolist()) - {VOID}
             extra = sorted(values - known)
             if extra:
@@ -107,4 +125,10 @@ def read_mask_folder(
         if on_progress is not None:
             on_progress(done, len(pairs), (label or image).name)
     classes.sort(key=lambda c: c.index)
-    return ImportResult(items=items, classes=classes, classes_guessed=not fixed)
+    result = ImportResult(items=items, classes=classes, classes_guessed=not fixed)
+    if void_px:
+        result.warnings.append(
+            f"{100 * void_px / all_px:.1f} % of the mask pixels are 255, which Atrous reads as void (unlabelled, "
+            "never trained on); if 255 is a class here (0/255 binary masks), import again with --binary"
+        )
+    return result

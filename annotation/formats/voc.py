@@ -157,6 +157,7 @@ class ExportSummary:
     inexact_polygons: int = 0
     skipped_without_mask: int = 0
     left_out: list[str] = field(default_factory=list)  # ``export --skip-bad``: one line per unusable image
+    cleared_interrupted: bool = False  # the folder held an export a kill cut short; it was cleared first
 
 
 def object_map(mask: np.ndarray, background: int | None) -> tuple[np.ndarray, int]:
@@ -226,6 +227,7 @@ def export_voc(
     summary = ExportSummary(out=Path(out), images=len(with_mask), skipped_without_mask=len(records) - len(with_mask))
     prefix = "VOCdevkit/VOC2012/" if devkit else ""
     with ExportFolder(out) as folder:
+        summary.cleared_interrupted = folder.cleared
         for done, (rec, name) in enumerate(zip(with_mask, names)):
             check_stop(should_stop)
             if on_progress is not None:

@@ -181,10 +181,8 @@ def _training_records(project: Project, config: FinetuneConfig) -> tuple[list[Im
         else:
             usable.append(r)
     if not usable:
-        raise FinetuneError(
-            f"{project.root}: none of the {len(records)} labelled images can be read; the first: {skipped[0][1]}. "
-            "Run `check PROJECT` to see them all"
-        )
+        named = "; ".join(why for _, why in skipped[:3])
+        raise FinetuneError(f"{project.root}: none of the {len(records)} labelled images can be read: {named}")
     return usable, skipped
 
 
@@ -294,10 +292,15 @@ def load_samples(
     run.samples_val = load_project_samples(
         project, run.val_recs, input_size=size, num_classes=n, on_item=loading, on_bad=bad
     )
+    loaded = {s.image_id for s in run.samples_train + run.samples_val}
+    run.train_recs = [r for r in run.train_recs if r.id in loaded]
+    run.val_recs = [r for r in run.val_recs if r.id in loaded]
+    if not run.samples_train and run.samples_val:
+        # Every image of the train side was unreadable: the val images are all there is to learn from.
+        run.samples_train, run.samples_val = run.samples_val, []
+        run.train_recs, run.val_recs = run.val_recs, []
     if not run.samples_train:
-        raise FinetuneError(
-            f"{project.root}: none of the training images could be read; the first: {run.skipped[0][1]}. "
-            "Run `check PROJECT` to see them all"
-        )
+        named = "; ".join(why for _, why in run.skipped[:3])
+        raise FinetuneError(f"{project.root}: none of the labelled images can be read: {named}")
     if not any(bool((s.mask != 255).any()) for s in run.samples_train):
         raise FinetuneError(f"{project.root}: every pixel of the training masks is void (255); nothing to learn from")

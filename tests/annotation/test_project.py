@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import sqlite3
 import threading
 from pathlib import Path
@@ -243,3 +244,23 @@ def test_class_colours_must_be_bytes() -> None:
     """#17: a colour 999 was accepted by `new`, and every later import crashed on it."""
     with pytest.raises(AtrousError, match=r"colour \(999, 0, 0\) is not three values in 0..255"):
         validate_classes([LabelClass(0, "x", (999, 0, 0))])
+
+
+@pytest.mark.parametrize(
+    ("entry", "words"),
+    [
+        ({"index": 0, "name": "cell", "colour": [10, 20]}, "entry 0 ('cell'): colour [10, 20] is not three values"),
+        ({"index": 0, "colour": [1, 2, 3]}, "an entry has no 'name'"),
+        ({"index": "x", "name": "cell"}, "expected a list of"),
+    ],
+)
+def test_a_bad_class_entry_is_named_in_words(tmp_path, entry, words) -> None:
+    """F_colour_2: a two-value colour ended in Python's '(list index out of range)'."""
+    import json
+
+    from annotation.classes import read_class_file
+
+    f = tmp_path / "classes.json"
+    f.write_text(json.dumps([entry]))
+    with pytest.raises(AtrousError, match=re.escape(words)):
+        read_class_file(f)

@@ -193,7 +193,11 @@ def test_import_masks_into_the_open_project_takes_its_images_and_classes(
     assert dlg.project_edit.text() == str(project_path)
     dlg.format_combo.setCurrentIndex(dlg.format_combo.findData("masks"))
     assert dlg.void_spin.isVisibleTo(dlg) and not dlg.fill_combo.isVisibleTo(dlg)
+    assert dlg.binary_check.isVisibleTo(dlg) and not dlg.binary_check.isChecked()
     dlg.src_edit.setText(str(tmp_path / "labels"))
+    dlg.binary_check.setChecked(True)
+    assert dlg.options().binary  # 0/255 masks: the CLI's --binary
+    dlg.binary_check.setChecked(False)
     dlg.status_combo.setCurrentText("edited")
     dlg.start()
     wait_idle(qtbot, dlg)

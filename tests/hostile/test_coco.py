@@ -115,6 +115,20 @@ def test_polygon_of_1e7_is_clipped_under_a_memory_cap(tmp_path: Path) -> None:
     _assert_upper_half(tmp_path / "proj")
 
 
+def test_the_rasteriser_itself_clips_huge_polygons_under_a_memory_cap() -> None:
+    # G01: the importer clipped, but polygons_to_mask passed 1e8 straight to pycocotools (a segfault).
+    script = (
+        "from annotation.geometry import polygons_to_mask as f\n"
+        "big = f([[-1e8, -1e8, 1e8, -1e8, 1e8, 1e8]], 40, 60)\n"
+        "small = f([[-5, -5, 70, -5, 70, 70]], 40, 60)\n"
+        "print(int(big.sum()), bool((big == small).all()))\n"
+    )
+    run = run_capped(script=script)
+    assert run.rc == 0, run.err
+    count, same = run.out.split()
+    assert same == "True" and 1500 < int(count) < 1700  # the part of the 60x40 image above y = x (1620)
+
+
 @pytest.mark.parametrize("rule,words", [("coco", "outline too long"), ("labelme", "too tangled to fill")])
 def test_polygon_with_a_huge_point_count_is_refused_under_a_memory_cap(tmp_path: Path, rule: str, words: str) -> None:
     # Random points over 1000 rows. pycocotools would walk 200 000 points' ~67 M px of outline in

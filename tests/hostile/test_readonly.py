@@ -92,3 +92,22 @@ def test_writable_project_is_not_read_only(project: Path) -> None:
         assert not p.read_only
         p.add_class("more")
         assert [c.name for c in p.classes()][-1] == "more"
+
+
+def test_a_full_disk_still_lets_the_project_be_read(project: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """D08: on a full disk the -shm file WAL needs cannot be made; ``info`` failed with a disk I/O error."""
+    real = sqlite3.connect
+
+    def connect(target, *args, **kwargs):  # noqa: ANN001, ANN002, ANN003, ANN202
+        if not kwargs.get("uri"):  # the writable open (WAL): the disk refuses its -shm file
+            raise sqlite3.OperationalError("disk I/O error")
+        return real(target, *args, **kwargs)
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    with Project.open(project) as p:
+        assert p.read_only and len(p.images()) == 2 and p.read_mask(1) is not None
+        with pytest.raises(AtrousWriteError, match="disk is full or failing"):
+            p.set_status(1, "edited")
+    monkeypatch.undo()
+    with Project.open(project) as p:  # space freed: writable again, nothing changed
+        assert not p.read_only and p.image(1).status == "reviewed"

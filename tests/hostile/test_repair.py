@@ -173,3 +173,27 @@ def test_export_skip_bad_leaves_out_and_names_the_bad_images(
     assert "1.png (image 2)" in run.out and "truncated" in run.out
     if fmt == "voc":
         assert sorted(f.name for f in (out / "SegmentationClass").iterdir()) == ["2.png", "3.png"]
+
+
+def test_check_finds_a_truncated_or_resized_image_and_export_skip_bad_leaves_it_out(
+    project: Path, tmp_path: Path, atrous: Atrous
+) -> None:
+    """X03/X05: a truncated copy passed check, and --skip-bad still stopped the export on it."""
+    images = project.parent / "images"
+    _tear(images / "1.png")  # image 2: the header still reads, the pixels do not
+    Image.fromarray(np.zeros((H // 2, W // 2, 3), np.uint8)).save(images / "3.png")  # image 4: other size
+    run = atrous("check", project)
+    assert run.rc == 1, run.err
+    bad = [line for line in run.out.splitlines() if line.startswith("bad-image")]
+    assert len(bad) == 2 and "(image 2)" in bad[0] and "(image 4)" in bad[1]
+    assert f"{W // 2}x{H // 2}" in bad[1] and all("put the original" in line.lower() for line in bad)
+    out = tmp_path / "out"
+    run = atrous("export", project, "--format", "voc", out, "--skip-bad")
+    assert run.rc == 0, run.err
+    assert "exported 2 image(s)" in run.out and "(image 2)" in run.out and "(image 4)" in run.out
+    assert sorted(f.name for f in (out / "SegmentationClass").iterdir()) == ["0.png", "2.png"]
+    # check --repair leaves them for a person; once the file is deleted it drops the image
+    (images / "1.png").unlink()
+    assert "dropping image 2" in atrous("check", project, "--repair").out
+    with Project.open(project) as p:
+        assert [r.id for r in p.images()] == [1, 3, 4]

@@ -362,3 +362,23 @@ def test_no_usable_image_is_a_clear_error(tmp_path) -> None:
         finetune(path, epochs=1, **FAST)
     with Project.open(path) as p:
         assert p.model_versions() == []
+
+
+def test_truncated_train_images_leave_the_val_images_to_learn_from(tmp_path) -> None:
+    """X02: truncated images are only found when decoding, after the split; the run used to stop there."""
+    from model.data import split_train_val
+
+    path, _ = make_tiny_project(tmp_path, n=4)
+    with Project.open(path) as p:
+        train, val = split_train_val(p.images(), 0.2, 0)
+        for rec in train:
+            f = p.image_path(rec)
+            f.write_bytes(f.read_bytes()[: len(f.read_bytes()) // 2])  # the header still reads
+    events: list[dict] = []
+    r = finetune(path, epochs=1, on_progress=events.append, **FAST)
+    assert r.checkpoint_path is not None
+    skipped = next(e for e in events if e["phase"] == "skipped")["images"]
+    assert len(skipped) == len(train)
+    with Project.open(path) as p:
+        metrics = p.active_model_version.metrics
+        assert metrics["train_images"] == [rec.id for rec in val] and metrics["val_images"] == []
