@@ -320,11 +320,15 @@ class ExportFolder:
             except OSError as e:
                 raise AtrousWriteError(f"Cannot create export folder {out}: {e.strerror or e}") from e
             self._created = True
-        self.write(
-            INCOMPLETE_MARK,
-            b"An Atrous export was writing this folder and did not finish (killed or still running).\n"
-            b"Export again into this folder: it is cleared first.\n",
-        )
+        try:
+            self.write(
+                INCOMPLETE_MARK,
+                b"An Atrous export was writing this folder and did not finish (killed or still running).\n"
+                b"Export again into this folder: it is cleared first.\n",
+            )
+        except BaseException as e:
+            self.__exit__(type(e), e, None)  # __exit__ is not called when __enter__ fails
+            raise
         return self
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
