@@ -48,7 +48,7 @@ from .project import ImageRecord, Project
 class Problem:
     """One thing wrong with a project, and what ``--repair`` does about it (None: nothing)."""
 
-    kind: str  # missing-image, bad-mask, unknown-values, unplaced-mask, leftover, class-edit
+    kind: str  # missing-image, bad-image, bad-mask, unknown-values, unplaced-mask, leftover, class-edit
     path: Path
     message: str
     image_id: int | None = None
