@@ -178,10 +178,11 @@ def main() -> None:
     print(f"mean over {args.seeds} seed(s): px fixed/img " + " -> ".join(f"{v:.1f}%" for v in mean_fixed))
     print(f"  held-out mIoU, unseen sequence {args.held_out_sequence}: " + " -> ".join(f"{v:.3f}" for v in mean_unseen))
     print("  held-out mIoU, val frames of a pool sequence: " + " -> ".join(f"{v:.3f}" for v in mean_seen))
-    drawn = sum(mean_fixed) * args.k / 100.0
+    sizes = runs[0][3][:n]  # the same pool and k in every seed
+    drawn = sum(f * k for f, k in zip(mean_fixed, sizes)) / 100.0
     print(
-        f"pixels drawn in all: {drawn:.1f} images' worth for {n * args.k} images "
-        f"({n * args.k / max(drawn, 1e-9):.1f}x less than labelling every pixel)"
+        f"pixels drawn in all: {drawn:.1f} images' worth for {sum(sizes)} images "
+        f"({sum(sizes) / max(drawn, 1e-9):.1f}x less than labelling every pixel)"
     )
     rises = [i for i in range(1, n) if mean_fixed[i] >= mean_fixed[i - 1]]
     per_seed = sum(all(r[0][i] < r[0][i - 1] for i in range(1, len(r[0]))) for r in runs)
@@ -200,7 +201,7 @@ def main() -> None:
     )
 
 
-def run_loop(args: argparse.Namespace, seed: int) -> tuple[list[float], list[float], list[float]]:
+def run_loop(args: argparse.Namespace, seed: int) -> tuple[list[float], list[float], list[float], list[int]]:
     """One simulated labelling loop; per round: % of pixels fixed, mIoU on the unseen sequence and on val."""
     from annotation.formats.maskdir import read_mask_folder
     from annotation.imageio import load_image
@@ -259,6 +260,7 @@ def run_loop(args: argparse.Namespace, seed: int) -> tuple[list[float], list[flo
                 for r in pool
             }
         fixed_pct: list[float] = []
+        sizes: list[int] = []  # images corrected in each round (the last may have fewer than k)
         miou_unseen: list[float] = []
         miou_seen: list[float] = []
         for rnd in range(n_rounds):
@@ -296,6 +298,7 @@ def run_loop(args: argparse.Namespace, seed: int) -> tuple[list[float], list[flo
                 pcts.append(100.0 * changed / max(1, int(labelled.sum())))
                 project.save_mask(r.id, g, status="edited", changed_pixels=changed, source="bench")
             fixed_pct.append(float(np.mean(pcts)))
+            sizes.append(len(batch))
             result = finetune(
                 project,
                 minutes=args.minutes,
@@ -327,7 +330,7 @@ def run_loop(args: argparse.Namespace, seed: int) -> tuple[list[float], list[flo
                 flush=True,
             )
         project.close()
-        return fixed_pct, miou_unseen, miou_seen
+        return fixed_pct, miou_unseen, miou_seen, sizes
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
