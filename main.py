@@ -17,7 +17,20 @@ from pathlib import Path
 #: this set alone, so opening the app never imports the command modules and what they
 #: pull in. tests/test_startup.py keeps it equal to the parser's.
 COMMANDS = frozenset(
-    {"new", "add", "import", "export", "info", "check", "prelabel", "models", "activate", "finetune", "evaluate"}
+    {
+        "new",
+        "add",
+        "remove",
+        "import",
+        "export",
+        "info",
+        "check",
+        "prelabel",
+        "models",
+        "activate",
+        "finetune",
+        "evaluate",
+    }
 )
 
 

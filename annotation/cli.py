@@ -1,4 +1,4 @@
-"""Headless project commands: ``new``, ``add``, ``import``, ``export``, ``info``, ``check``.
+"""Headless project commands: ``new``, ``add``, ``remove``, ``import``, ``export``, ``info``, ``check``.
 
 Each command returns an exit code and prints a short summary; user errors are
 raised as :class:`~annotation.errors.AtrousError` (``main.py`` prints them and
@@ -51,8 +51,19 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Reference the images in DIR (recursive) in place; files whose content is already in the project are skipped.",
     )
     p.add_argument("project", type=Path)
-    p.add_argument("images", type=Path, metavar="DIR")
+    p.add_argument("images", type=Path, metavar="DIR", nargs="+")
     p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser(
+        "remove",
+        help="take images out of a project (their masks go too; the image files stay)",
+        description="Remove each IMAGE (its file path, the path the project stores, or a file name only one "
+        "image has) from PROJECT, with its mask and kept pre-label. The image files are not touched.",
+    )
+    p.add_argument("project", type=Path)
+    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("--force", action="store_true", help="also remove images a person corrected (edited or reviewed)")
+    p.set_defaults(func=cmd_remove)
 
     p = sub.add_parser(
         "import",
@@ -167,14 +178,22 @@ def cmd_new(args: argparse.Namespace) -> int:
 
 
 def cmd_add(args: argparse.Namespace) -> int:
-    """``add PROJECT DIR``: add the images of DIR that the project does not have yet."""
+    """``add PROJECT DIR [DIR ...]``: add the images of each DIR that the project does not have yet."""
+    from .jobs import add_images, add_report
+
+    result = add_images(args.project, args.images)
+    print("\n".join(add_report(args.project, result)))
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace) -> int:
+    """``remove PROJECT IMAGE [IMAGE ...] [--force]``."""
+    from .jobs import find_images, remove_images
     from .project import Project
 
     with Project.open(args.project) as project:
-        result = project.add_images(args.images)
-    print(f"added {len(result.added)} image(s) to {args.project}; {len(result.skipped_duplicates)} already present")
-    for p, why in result.skipped_unreadable:
-        print(f"  skipped unreadable {p}: {why}")
+        names = remove_images(project, find_images(project, args.images), force=args.force)
+    print(f"removed {len(names)} image(s) from {args.project}: {', '.join(names)}")
     return 0
 
 

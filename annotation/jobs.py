@@ -172,6 +172,108 @@ def create_report(root: Path, result: AddResult, n_classes: int) -> list[str]:
     return lines
 
 
+# ---------------------------------------------------------------------- add and remove images
+
+
+def add_images(
+    root: str | os.PathLike[str],
+    folders: Sequence[str | os.PathLike[str]],
+    *,
+    on_progress: Progress | None = None,
+    should_stop: Stop | None = None,
+) -> AddResult:
+    """``add``'s job: reference the images under ``folders`` that the project does not have yet.
+
+    Every file is read (header and content hash) first, with progress and cancel; the rows
+    are then inserted in one transaction, so a cancel or an error adds nothing.
+    """
+    from .project import Project
+
+    folders = [Path(f) for f in folders]
+    if not folders:
+        raise AtrousError("choose at least one image folder")
+    for f in folders:
+        if not f.is_dir():
+            raise AtrousError(f"{f}: image folder not found")
+
+    def each(i: int, n: int, path: Path) -> None:
+        _stop(should_stop, "adding cancelled; no image was added")
+        if on_progress is not None:
+            on_progress(i, n, path.name)
+
+    with Project.open(root) as project:
+        paths: list[Path] = []
+        seen: set[Path] = set()
+        for f in folders:
+            for p in scan_images(f):
+                key = Path(os.path.abspath(p))
+                if key not in seen:
+                    seen.add(key)
+                    paths.append(p)
+        result = project.add_images(paths, on_file=each)
+        if on_progress is not None:
+            on_progress(len(paths), len(paths), "")
+    return result
+
+
+def add_report(root: str | os.PathLike[str], result: AddResult) -> list[str]:
+    """What ``add`` prints (and the app shows) after images were added."""
+    lines = [f"added {len(result.added)} image(s) to {root}; {len(result.skipped_duplicates)} already present"]
+    lines += [f"  skipped unreadable {p}: {why.removeprefix(f'{p}: ')}" for p, why in result.skipped_unreadable]
+    return lines
+
+
+#: Statuses whose mask is a person's work: removing such an image needs a second yes.
+LABELLED = ("edited", "reviewed")
+
+
+def find_images(project: Project, names: Sequence[str | os.PathLike[str]]) -> list[int]:
+    """The ids of the images ``names`` name: an image file's path, the path as the project
+    stores it, or a file name that only one image has. Raises naming what matches nothing."""
+    recs = project.images()
+    by_file = {os.path.realpath(project.image_path(r)): r.id for r in recs}
+    by_stored = {r.path: r.id for r in recs}
+    by_name: dict[str, list[int]] = {}
+    for r in recs:
+        by_name.setdefault(r.name, []).append(r.id)
+    ids: list[int] = []
+    for name in names:
+        text = str(name)
+        hit = by_stored.get(text) or by_file.get(os.path.realpath(text))
+        if hit is None:
+            many = by_name.get(Path(text).name, []) if Path(text).name == text else []
+            if len(many) > 1:
+                raise AtrousError(f"{text}: {len(many)} images have this name; give its path")
+            if not many:
+                raise AtrousError(f"{text}: no image of the project has this path or name")
+            hit = many[0]
+        if hit not in ids:
+            ids.append(hit)
+    return ids
+
+
+def remove_images(project: Project, image_ids: Sequence[int], *, force: bool = False) -> list[str]:
+    """``remove``'s job: take images out of ``project``, with their masks and kept pre-labels.
+
+    The image files stay where they are. An image whose mask a person made (edited or
+    reviewed) is removed only with ``force``; otherwise nothing is removed and the error
+    names them. Holds the project lock shared, as mask writers do, so no class edit
+    remaps the masks meanwhile. Returns the removed images' names.
+    """
+    with project_lock(project.root, exclusive=False, what="a removal of images"):
+        recs = [project.image(i) for i in image_ids]
+        labelled = [r for r in recs if r.has_mask and r.status in LABELLED]
+        if labelled and not force:
+            names = ", ".join(f"{r.name} ({r.status})" for r in labelled[:5])
+            more = f" and {len(labelled) - 5} more" if len(labelled) > 5 else ""
+            raise AtrousError(
+                f"{names}{more}: corrected by a person; their masks would be deleted. "
+                "Add --force to remove them anyway (nothing was removed)"
+            )
+        project.forget_images([r.id for r in recs])
+    return [r.name for r in recs]
+
+
 # ---------------------------------------------------------------------- import
 
 

@@ -139,6 +139,7 @@ def _leave_note(root: Path, what: str) -> Path | None:
     """Say who holds the lock, in an existing project only (a new folder must stay empty)."""
     if not is_project(root):
         return None
+    holders(root)  # removes the notes killed holders left behind
     note = root / f"{HOLDER_PREFIX}{os.getpid()}-{next(_serial)}"
     try:
         atomic_write_bytes(note, what.encode("utf-8"))

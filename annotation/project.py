@@ -21,12 +21,13 @@ Rules the code keeps:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
 import threading
 import time
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -292,12 +293,19 @@ class Project(ProjectClassesMixin, ProjectIndexMixin):
         p = Path(record.path)
         return p if p.is_absolute() else self.root / p
 
-    def add_images(self, source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]]) -> AddResult:
+    def add_images(
+        self,
+        source: str | os.PathLike[str] | Iterable[str | os.PathLike[str]],
+        *,
+        on_file: Callable[[int, int, Path], None] | None = None,
+    ) -> AddResult:
         """Reference images (a folder, scanned recursively, or a list of files) in place.
 
         Images whose content is already in the project (same SHA-256) are skipped,
         so adding a folder again only adds the new files. Unreadable files are
-        skipped and listed in the result.
+        skipped and listed in the result. ``on_file(i, n, path)`` is called before the
+        i-th of the n files is read; what it raises (a cancel) ends the call with nothing
+        added, since every row is inserted in one transaction at the end.
         """
         if isinstance(source, (str, os.PathLike)):
             src = Path(source)
@@ -311,7 +319,9 @@ class Project(ProjectClassesMixin, ProjectIndexMixin):
             paths = [Path(p) for p in source]
         result = AddResult()
         rows = []
-        for p in paths:
+        for i, p in enumerate(paths):
+            if on_file is not None:
+                on_file(i, len(paths), p)
             try:
                 rows.append((p, self._probe(p)))
             except ImageReadError as e:
@@ -567,14 +577,21 @@ class Project(ProjectClassesMixin, ProjectIndexMixin):
 
     def forget_image(self, image_id: int) -> None:
         """Drop an image's row and edit log, then its mask and kept pre-label files (the image file stays)."""
+        self.forget_images([image_id])
+
+    def forget_images(self, image_ids: Iterable[int]) -> None:
+        """:meth:`forget_image` for several images in one transaction (all or none go)."""
         from .layout import confidence_path, prelabel_path
 
+        ids = [(int(i),) for i in image_ids]
         with self._tx() as cur:
-            cur.execute("DELETE FROM edits WHERE image_id=?", (int(image_id),))
-            cur.execute("DELETE FROM images WHERE id=?", (int(image_id),))
+            cur.executemany("DELETE FROM edits WHERE image_id=?", ids)
+            cur.executemany("DELETE FROM images WHERE id=?", ids)
         root = self.root
-        for path in (self.mask_path(image_id), prelabel_path(root, image_id), confidence_path(root, image_id)):
-            path.unlink(missing_ok=True)  # files without a row are never read
+        for (image_id,) in ids:
+            for path in (self.mask_path(image_id), prelabel_path(root, image_id), confidence_path(root, image_id)):
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)  # files without a row are never read
 
     def last_edits(self, n: int = 10) -> list[EditRecord]:
         """The ``n`` most recent entries of the edit log, newest first."""

@@ -174,6 +174,20 @@ class Canvas(QWidget):
             self.fit()
         self.update()
 
+    def clear(self) -> None:
+        """Show no image (the shown one left the project)."""
+        if self.model is not None:
+            self._finish_interaction()
+            try:
+                self.model.changed.disconnect(self._model_changed)
+            except (RuntimeError, TypeError):
+                pass
+        self.model = None
+        self._image = self._image_buf = self._overlay = self._mirror = None
+        self._confidence = self._conf_buf = self._conf_image = None
+        self._fit_pending = True
+        self.update()
+
     def set_palette(self, palette: np.ndarray, transparent: int | None = None) -> None:
         """Change class colours (e.g. after a recolour) and repaint."""
         self._palette = np.asarray(palette, np.uint8).copy()

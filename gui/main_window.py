@@ -129,7 +129,7 @@ class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, LearnMix
 
     def _build_actions(self) -> None:
         m_file = self.menuBar().addMenu("&File")
-        from . import new_project_dialog, transfer_dialog  # the File menu's dialogs
+        from . import image_set, new_project_dialog, transfer_dialog  # the File and Image menus' dialogs
 
         m_file.addAction(self._action("New project…", lambda: new_project_dialog.open_new_project(self), "Ctrl+N"))
         m_file.addAction(self._action("Open project or image folder…", self.open_dialog, "Ctrl+O"))
@@ -140,8 +140,10 @@ class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, LearnMix
         m_file.addSeparator()
         self.act_import = self._action("Import labels…", lambda: transfer_dialog.open_import(self))
         self.act_export = self._action("Export masks…", lambda: transfer_dialog.open_export(self))
-        m_file.addActions([self.act_import, self.act_export])
-        self.project_actions.append(self.act_export)
+        self.act_add_images = self._action("Add images…", lambda: image_set.open_add_images(self))
+        self.act_add_images.setToolTip("Add the images of a folder that the project does not have yet")
+        m_file.addActions([self.act_add_images, self.act_import, self.act_export])
+        self.project_actions += [self.act_add_images, self.act_export]
         m_file.addSeparator()
         m_file.addAction(self._action("Quit", self.close, "Ctrl+Q"))
 
@@ -198,6 +200,11 @@ class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, LearnMix
         self.act_prev = self._action("Previous image", lambda: self.navigate(-1), ["A", "PgUp"])
         self.act_review = self._action("Mark reviewed and go on", self.mark_reviewed, "R")
         m_go.addActions([self.act_prev, self.act_next, self.act_review])
+        m_go.addSeparator()
+        self.act_remove_images = self._action("Remove from project…", lambda: image_set.remove_selected(self))
+        self.act_remove_images.setToolTip("Take the selected images out of the project (the files stay on disk)")
+        m_go.addActions([self.act_add_images, self.act_remove_images])
+        self.project_actions.append(self.act_remove_images)
 
         m_model = self.menuBar().addMenu("&Model")
         self.act_prelabel = self._action("Pre-label this image", lambda: self.prelabel_images("current"), "Ctrl+L")
@@ -324,7 +331,13 @@ class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, LearnMix
                 dock.widget().setEnabled(has)
 
     def _batch_actions(self) -> tuple[QAction, ...]:
-        return (self.act_prelabel, self.act_prelabel_sel, self.act_prelabel_new, self.act_finetune)
+        return (
+            self.act_prelabel,
+            self.act_prelabel_sel,
+            self.act_prelabel_new,
+            self.act_finetune,
+            self.act_remove_images,
+        )
 
     # ================================================================ settings
 

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from PySide6.QtCore import QObject, QRunnable, Qt, QThreadPool, QUrl, Signal
-from PySide6.QtGui import QCloseEvent, QDesktopServices
+from PySide6.QtGui import QCloseEvent, QDesktopServices, QShowEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -230,6 +230,19 @@ class JobDialog(AsksBeforeClosing, QDialog):
         lay.addLayout(self.buttons)
         self.resize(620, 0)
 
+    def fit_height(self) -> None:
+        """Grow to the height the rows need at the current width.
+
+        Qt sizes a dialog by its minimum size hint, which undercounts word-wrapped labels
+        (the help text): the rows were squeezed until the line edits were a few pixels tall."""
+        need = self.layout().totalHeightForWidth(self.width())
+        if need > self.height():
+            self.resize(self.width(), need)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        self.fit_height()
+
     @property
     def running(self) -> bool:
         return self.job.running
@@ -244,6 +257,7 @@ class JobDialog(AsksBeforeClosing, QDialog):
     def follow_format(self) -> None:
         """Show the rows of the chosen format, now and whenever it changes (call once every row exists)."""
         self.format_combo.currentIndexChanged.connect(self._format_changed)
+        self.format_combo.currentIndexChanged.connect(lambda _=0: self.fit_height())
         self._format_changed()
 
     @property
@@ -310,6 +324,7 @@ class JobDialog(AsksBeforeClosing, QDialog):
         self.state.setText("Done.")
         self.report.setPlainText("\n".join(lines))
         self.report.setVisible(True)
+        self.fit_height()
 
     def finished_lines(self, result: object) -> list[str]:
         raise NotImplementedError

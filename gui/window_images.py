@@ -9,6 +9,8 @@ of the list as filtered.
 
 from __future__ import annotations
 
+import re
+
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
@@ -26,6 +28,11 @@ from PySide6.QtWidgets import (
 from annotation.project import STATUSES, ImageRecord, Project
 
 from .window_common import ROLE_ID, SORT_NAME, SORT_UNCERTAIN, STATUS_COLOURS, STATUS_LABELS, dot_icon
+
+
+def natural_key(text: str) -> list[str | int]:
+    """Sort key that puts ``frame2`` before ``frame10`` (runs of digits compare as numbers)."""
+    return [int(t) if t.isdigit() else t.casefold() for t in re.split(r"(\d+)", text)]
 
 
 class ImagesMixin:
@@ -71,6 +78,10 @@ class ImagesMixin:
         self.image_list.setTextElideMode(Qt.TextElideMode.ElideMiddle)
         self.image_list.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
         self.image_list.currentItemChanged.connect(self._list_current_changed)
+        from . import image_set  # right click: pre-label, add, remove
+
+        self.image_list.setContextMenuPolicy(Qt.ContextMenuPolicy.CustomContextMenu)
+        self.image_list.customContextMenuRequested.connect(lambda pos: image_set.list_menu(self, pos))
         self.progress_label = QLabel()
         lay.addWidget(self.search_edit)
         lay.addWidget(self.status_filter)
@@ -85,6 +96,7 @@ class ImagesMixin:
         if self.project is None:
             return
         recs = self.project.images()
+        recs.sort(key=lambda r: (natural_key(r.path), r.id))  # images added later fall into place
         if self.sort_combo.currentData() == SORT_UNCERTAIN:
             # Active-learning queue: least confident pre-labels first; never pre-labelled last.
             recs.sort(key=lambda r: (self._mean_conf(r) is None, self._mean_conf(r) or 0.0, r.name))
