@@ -64,29 +64,37 @@ class FolderScan:
     unreadable: list[tuple[Path, str]] = field(default_factory=list)
 
 
+def image_files(folders: Sequence[str | os.PathLike[str]]) -> list[Path]:
+    """The image files under ``folders`` (recursive), each once; a folder that is not there is an error."""
+    folders = [Path(f) for f in folders]
+    for f in folders:
+        if not f.is_dir():
+            raise AtrousError(f"{f}: image folder not found")
+    out: list[Path] = []
+    seen: set[Path] = set()
+    for f in folders:
+        for p in scan_images(f):
+            key = Path(os.path.abspath(p))
+            if key not in seen:
+                seen.add(key)
+                out.append(p)
+    return out
+
+
 def scan_folders(folders: Sequence[str | os.PathLike[str]], should_stop: Stop | None = None) -> FolderScan:
     """The image files under ``folders`` (recursive, each once) with their headers checked.
 
     What a new project would hold; the unreadable files are listed with the reason.
     """
     out = FolderScan()
-    seen: set[Path] = set()
-    for folder in folders:
-        folder = Path(folder)
-        if not folder.is_dir():
-            raise AtrousError(f"{folder}: image folder not found")
-        for p in scan_images(folder):
-            key = Path(os.path.abspath(p))
-            if key in seen:
-                continue
-            seen.add(key)
-            _stop(should_stop, "scan cancelled")
-            try:
-                read_image_info(p)
-            except ImageReadError as e:
-                out.unreadable.append((p, str(e)))
-            else:
-                out.images.append(p)
+    for p in image_files(folders):
+        _stop(should_stop, "scan cancelled")
+        try:
+            read_image_info(p)
+        except ImageReadError as e:
+            out.unreadable.append((p, str(e)))
+        else:
+            out.images.append(p)
     return out
 
 
@@ -121,25 +129,14 @@ def _create_project(
     from .records import remove_db_files
 
     root = Path(root)
-    folders = [Path(f) for f in image_folders]
-    if not folders:
+    if not image_folders:
         raise AtrousError("choose at least one image folder")
-    for f in folders:
-        if not f.is_dir():
-            raise AtrousError(f"{f}: image folder not found")
+    paths = image_files(image_folders)
     made_root = not root.exists()
     had_masks = (root / MASK_DIR).exists()
     project = Project.create(root, classes=classes)
     result = AddResult()
     try:
-        paths: list[Path] = []
-        seen: set[Path] = set()
-        for f in folders:
-            for p in scan_images(f):
-                key = Path(os.path.abspath(p))
-                if key not in seen:
-                    seen.add(key)
-                    paths.append(p)
         for start in range(0, len(paths), _ADD_CHUNK):
             _stop(should_stop, "new project cancelled; nothing was created")
             part = project.add_images(paths[start : start + _ADD_CHUNK])
@@ -189,12 +186,9 @@ def add_images(
     """
     from .project import Project
 
-    folders = [Path(f) for f in folders]
     if not folders:
         raise AtrousError("choose at least one image folder")
-    for f in folders:
-        if not f.is_dir():
-            raise AtrousError(f"{f}: image folder not found")
+    paths = image_files(folders)
 
     def each(i: int, n: int, path: Path) -> None:
         _stop(should_stop, "adding cancelled; no image was added")
@@ -202,14 +196,6 @@ def add_images(
             on_progress(i, n, path.name)
 
     with Project.open(root) as project:
-        paths: list[Path] = []
-        seen: set[Path] = set()
-        for f in folders:
-            for p in scan_images(f):
-                key = Path(os.path.abspath(p))
-                if key not in seen:
-                    seen.add(key)
-                    paths.append(p)
         result = project.add_images(paths, on_file=each)
         if on_progress is not None:
             on_progress(len(paths), len(paths), "")

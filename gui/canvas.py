@@ -150,12 +150,7 @@ class Canvas(QWidget):
         """Show ``rgb`` with the mask of ``model``; ``palette`` is (256, 3); ``transparent`` is not drawn."""
         if rgb.shape[:2] != model.shape:
             raise ValueError(f"image {rgb.shape[:2]} and mask {model.shape} differ in size")
-        if self.model is not None:
-            self._finish_interaction()
-            try:
-                self.model.changed.disconnect(self._model_changed)
-            except (RuntimeError, TypeError):
-                pass
+        self._detach_model()
         self.model = model
         model.changed.connect(self._model_changed)
         self._image, self._image_buf = rgb_qimage(rgb)
@@ -176,17 +171,21 @@ class Canvas(QWidget):
 
     def clear(self) -> None:
         """Show no image (the shown one left the project)."""
+        self._detach_model()
+        self.model = None
+        self._image = self._image_buf = self._overlay = self._mirror = None
+        self._confidence = self._conf_buf = self._conf_image = None
+        self._fit_pending = True
+        self.update()
+
+    def _detach_model(self) -> None:
+        """Finish what was being drawn on the shown mask and stop following its changes."""
         if self.model is not None:
             self._finish_interaction()
             try:
                 self.model.changed.disconnect(self._model_changed)
             except (RuntimeError, TypeError):
                 pass
-        self.model = None
-        self._image = self._image_buf = self._overlay = self._mirror = None
-        self._confidence = self._conf_buf = self._conf_image = None
-        self._fit_pending = True
-        self.update()
 
     def set_palette(self, palette: np.ndarray, transparent: int | None = None) -> None:
         """Change class colours (e.g. after a recolour) and repaint."""
