@@ -252,9 +252,10 @@ def remove_images(project: Project, image_ids: Sequence[int], *, force: bool = F
         if labelled and not force:
             names = ", ".join(f"{r.name} ({r.status})" for r in labelled[:5])
             more = f" and {len(labelled) - 5} more" if len(labelled) > 5 else ""
+            one = len(labelled) == 1
             raise AtrousError(
-                f"{names}{more}: corrected by a person; their masks would be deleted. "
-                "Add --force to remove them anyway (nothing was removed)"
+                f"{names}{more}: corrected by a person; {'its mask' if one else 'their masks'} would be deleted. "
+                f"Add --force to remove {'it' if one else 'them'} anyway (nothing was removed)"
             )
         project.forget_images([r.id for r in recs])
     return [r.name for r in recs]

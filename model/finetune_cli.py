@@ -127,13 +127,15 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
         elif phase == "train":
-            if state["bar"] is None:
-                total = d["iterations"] if d["iterations"] else 1000
-                state["bar"] = ProgressBar(total, unit="it")
+            if state["bar"] is None:  # steps when they are known, else the share of the time budget
+                state["bar"] = (
+                    ProgressBar(d["iterations"], unit="it") if d["iterations"] else ProgressBar(100, percent=True)
+                )
             bar = state["bar"]
-            target = d["iteration"] if d["iterations"] else int(round(d["fraction"] * bar.total))
+            target = d["iteration"] if d["iterations"] else int(d["fraction"] * 100)
             if target > bar.done:
-                bar.update(target - bar.done, f"epoch {d['epoch']} loss {d['loss']:.3f}")
+                step = "" if d["iterations"] else f"step {d['iteration']}, "
+                bar.update(target - bar.done, f"{step}epoch {d['epoch']} loss {d['loss']:.3f}")
         elif phase == "skipped":
             print(
                 f"left out {len(d['images'])} image(s) that cannot be used (`check PROJECT` lists them):",
@@ -142,9 +144,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             for item in d["images"]:
                 print(f"  {item['why']}", file=sys.stderr)
         elif phase == "epoch" and d.get("val_miou") is not None:
-            print(
-                f"\nepoch {d['epoch']}: train loss {d['train_loss']:.3f}, val mIoU {d['val_miou']:.3f}", file=sys.stderr
-            )
+            # No loss when the val images join at an epoch's first step (nothing trained in it yet).
+            loss = "" if d.get("train_loss") is None else f"train loss {d['train_loss']:.3f}, "
+            print(f"\nepoch {d['epoch']}: {loss}val mIoU {d['val_miou']:.3f}", file=sys.stderr)
             if d.get("fold_in"):
                 print("the val images are trained on from here; that was the last val figure", file=sys.stderr)
 

@@ -30,9 +30,14 @@ def format_seconds(s: float) -> str:
 class ProgressBar:
     """``[#####.....] 12/40  3.1 img/s  ETA 0:09  name`` redrawn in place on a TTY, line by line otherwise."""
 
-    def __init__(self, total: int, *, unit: str = "img", stream: TextIO | None = None, width: int = 24) -> None:
+    def __init__(
+        self, total: int, *, unit: str = "img", stream: TextIO | None = None, width: int = 24, percent: bool = False
+    ) -> None:
+        """``percent``: ``total`` is 100 and ``done`` a share of a time budget: shown as ``37 %``,
+        without a rate (a rate of percent per second tells nobody anything)."""
         self.total = max(0, total)
         self.unit = unit
+        self.percent = percent
         self.stream = stream or sys.stderr
         self.width = width
         self.done = 0
@@ -51,9 +56,12 @@ class ProgressBar:
         elapsed = max(1e-9, time.perf_counter() - self.start)
         filled = int(self.width * self.done / self.total) if self.total else self.width
         eta = self.eta()
+        count = (
+            f"{self.done} %" if self.percent else f"{self.done}/{self.total}  {self.done / elapsed:.1f} {self.unit}/s"
+        )
         line = (
-            f"[{'#' * filled}{'.' * (self.width - filled)}] {self.done}/{self.total}  "
-            f"{self.done / elapsed:.1f} {self.unit}/s  ETA {format_seconds(eta) if eta is not None else '?'}  {label}"
+            f"[{'#' * filled}{'.' * (self.width - filled)}] {count}  "
+            f"ETA {format_seconds(eta) if eta is not None else '?'}  {label}"
         )
         if self._tty:
             self.stream.write("\r" + line[:120].ljust(120))

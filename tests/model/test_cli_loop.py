@@ -195,3 +195,23 @@ def test_ctrl_c_during_prelabel_prints_the_summary(tmp_path, tiny_ckpt, capsys, 
     assert "pre-labelled 2 of 4 images" in out and "stopped by Ctrl-C after 2 of 4" in out
     with Project.open(path) as p:
         assert sorted(r.status for r in p.images()) == ["new", "new", "prelabeled", "prelabeled"]
+
+
+def test_finetune_cli_reports_a_fold_in_that_lands_before_any_step_of_its_epoch(tmp_path, monkeypatch, capsys) -> None:
+    """The val images can join at an epoch's first step, when it has no loss yet: the line says so, no crash."""
+    import model.finetune as ft
+    from model.finetune.config import FinetuneResult
+
+    def fake(config, on_progress, should_stop):
+        on_progress(
+            {"phase": "epoch", "epoch": 3, "iteration": 40, "train_loss": None, "val_miou": 0.4, "fold_in": True}
+        )
+        on_progress({"phase": "epoch", "epoch": 4, "iteration": 50, "train_loss": 0.25, "val_miou": 0.5})
+        return FinetuneResult(None, None, [], 0.4, {}, False, False, 50, 1.0, 50.0)
+
+    monkeypatch.setattr(ft, "finetune", fake)
+    code = main.main(["finetune", str(tmp_path / "p"), "--minutes", "0.1"])
+    captured = capsys.readouterr()
+    assert code == 1 and "nothing saved" in captured.out
+    assert "epoch 3: val mIoU 0.400" in captured.err and "that was the last val figure" in captured.err
+    assert "epoch 4: train loss 0.250, val mIoU 0.500" in captured.err

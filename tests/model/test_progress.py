@@ -23,3 +23,11 @@ def test_bar_prints_count_and_eta_per_line_when_not_a_tty() -> None:
     assert len(lines) == 2
     assert "2/4" in lines[1] and "b.png" in lines[1] and "ETA" in lines[1] and "?" not in lines[1]
     assert bar.eta() is not None and bar.eta() >= 0
+
+
+def test_a_time_budget_bar_shows_percent_and_no_rate() -> None:
+    out = io.StringIO()
+    bar = ProgressBar(100, stream=out, percent=True)
+    bar.update(37, "step 12, epoch 1 loss 0.800")
+    line = out.getvalue().splitlines()[-1]
+    assert "37 %" in line and "/s" not in line and "/100" not in line and "step 12" in line
