@@ -45,7 +45,7 @@ from .help_dialogs import add_help_menu
 from .model_worker import PrelabelResult
 from .prelabel import PrelabelController
 from .projects import open_or_create
-from .settings import recent_projects, remember_project, settings
+from .settings import last_image, recent_projects, remember_image, remember_project, settings
 from .tools import Tool, ToolSettings
 from .window_classes import ClassesMixin
 from .window_common import ROLE_ID, SORT_NAME, SORT_UNCERTAIN
@@ -366,6 +366,8 @@ class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, LearnMix
         self._tools_changed()
 
     def save_settings(self) -> None:
+        if self.project is not None:
+            remember_image(self.project.root, self.current_id)
         s = settings()
         s.setValue("window/geometry", self.saveGeometry())
         s.setValue("window/state", self.saveState())
@@ -409,6 +411,7 @@ class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, LearnMix
         if self.project is not None:
             if not self.save_current():
                 raise AtrousError("the current mask could not be saved; not switching projects")
+            remember_image(self.project.root, self.current_id)
             self.prelabel.shutdown()
             self.cache.clear()
             self.docs.clear()
@@ -426,9 +429,10 @@ class MainWindow(ImagesMixin, ClassesMixin, DocumentsMixin, ModelMixin, LearnMix
         self.setWindowTitle(f"Atrous — {project.root.name}")
         self._load_classes()
         self._fill_image_list()
-        first = self._visible_ids()
-        if first:
-            self.show_image(first[0])
+        shown = self._visible_ids()
+        if shown:  # where the person left off, else the first image
+            last = last_image(project.root)
+            self.show_image(last if last in shown else shown[0])
 
     def open_dialog(self) -> None:
         path = QFileDialog.getExistingDirectory(self, "Open a project or an image folder")

@@ -8,6 +8,7 @@ same override isolates them too.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -58,6 +59,26 @@ def remember_project(path: str | os.PathLike[str]) -> None:
     s = settings()
     s.setValue("recent_projects", items[:MAX_RECENT])
     s.sync()
+
+
+def _image_key(project_root: str | os.PathLike[str]) -> str:
+    digest = hashlib.sha1(str(Path(project_root).resolve()).encode("utf-8")).hexdigest()[:16]
+    return f"last_image/{digest}"
+
+
+def remember_image(project_root: str | os.PathLike[str], image_id: int | None) -> None:
+    """Remember the image shown last in a project, to open it there next time."""
+    if image_id is not None:
+        settings().setValue(_image_key(project_root), int(image_id))
+
+
+def last_image(project_root: str | os.PathLike[str]) -> int | None:
+    """The image shown last in the project at ``project_root`` (None when not known)."""
+    try:
+        value = settings().value(_image_key(project_root))
+        return None if value is None else int(value)
+    except (TypeError, ValueError):
+        return None
 
 
 def last_project() -> str | None:

@@ -222,3 +222,22 @@ def test_lock_combo_protects_neighbours(qtbot, window: MainWindow) -> None:
     m = window.current_model.label_map
     assert (m[:, :30] == 1).all()  # class 1 untouched
     assert (m[:, 30:] == 2).all()
+
+
+def test_reopening_a_project_shows_the_image_left_last(qtbot, project_path: Path) -> None:
+    from .conftest import shown_window
+
+    first = shown_window(qtbot, project_path)
+    win = next(first)
+    win.navigate(1)
+    win.navigate(1)
+    left_on = win.current_id
+    assert left_on == win._visible_ids()[2]
+    next(first, None)  # closes the window (save_settings)
+    again = shown_window(qtbot, project_path)
+    win2 = next(again)
+    assert win2.current_id == left_on
+    win2.project.forget_image(left_on)  # gone since: the first image instead
+    win2.set_project(Project.open(project_path))
+    assert win2.current_id == win2._visible_ids()[0]
+    next(again, None)
