@@ -170,7 +170,8 @@ def holders(root: str | os.PathLike[str]) -> list[tuple[int, str]]:
         if not pid.isdigit():
             continue
         if not _alive(int(pid)):
-            p.unlink(missing_ok=True)  # left by a killed process; its lock went with it
+            with contextlib.suppress(OSError):  # a read-only project keeps it: harmless
+                p.unlink(missing_ok=True)  # left by a killed process; its lock went with it
             continue
         try:
             out.append((int(pid), p.read_text(encoding="utf-8", errors="replace").strip()[:200]))

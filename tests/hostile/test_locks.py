@@ -192,3 +192,22 @@ def test_new_refused_while_another_creates_the_same_folder(tmp_path: Path, atrou
     assert atrous("new", root, "--images", images).rc == 0
     with Project.open(root) as p:
         assert [r.name for r in p.images()] == ["a.png"]
+
+
+def test_a_dead_holders_note_that_cannot_be_removed_does_not_stop_the_next_holder(
+    project: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    dead = project / f"{HOLDER_PREFIX}{int(gone.stdout)}-1"
+    dead.write_text("a pre-label job")
+    real_unlink = Path.unlink
+
+    def refuse(self: Path, missing_ok: bool = False) -> None:
+        if self == dead:
+            raise PermissionError(13, "Permission denied", str(self))  # a read-only project folder
+        real_unlink(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    with project_lock(project, exclusive=True, what="a class change"):
+        assert [p for p, _ in holders(project)] == [os.getpid()]
+    assert dead.exists()
