@@ -219,6 +219,18 @@ class SuperpixelMap:
         return edge
 
 
+def load_superpixel_library() -> None:
+    """Import scikit-image's segmentation now, in the calling thread.
+
+    The app calls this in its GUI thread before the first superpixel job. Imported first
+    in a worker thread, scikit-image's lazy loader parses its stubs with ``ast`` while the
+    GUI thread may be collecting garbage, and CPython 3.11 before 3.11.9 can crash there
+    (seen here on 3.11.7 in about 1 run in 6 of the smart-tool tests; CPython gh-106905,
+    lazy_loader #88). Later calls cost a dictionary lookup.
+    """
+    import skimage.segmentation  # noqa: F401
+
+
 def superpixels(
     image: np.ndarray, granularity: str = "medium", *, max_side: int = SUPERPIXEL_MAX_SIDE
 ) -> SuperpixelMap:

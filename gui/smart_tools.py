@@ -25,7 +25,7 @@ from PySide6.QtGui import QColor, QImage, QKeyEvent, QMouseEvent, QPainter, QPen
 
 from annotation.editing import Box, capsule_region
 from annotation.errors import AtrousError
-from annotation.smart import SuperpixelMap, as_rgb8, grabcut, superpixels, wand_region
+from annotation.smart import SuperpixelMap, as_rgb8, grabcut, load_superpixel_library, superpixels, wand_region
 
 from .tools import Tool
 
@@ -173,6 +173,7 @@ class SuperpixelCache(QObject):
             return
         self._worker.drop_queued(keep=lambda other: other[0] == key[0])
         granularity = key[1]
+        load_superpixel_library()  # here, not first in the worker (see there)
         self._worker.start(key, lambda: superpixels(rgb, granularity))
 
     def shutdown(self) -> None:
