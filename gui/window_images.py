@@ -9,6 +9,7 @@ of the list as filtered.
 
 from __future__ import annotations
 
+import bisect
 import re
 
 from PySide6.QtCore import Qt
@@ -46,8 +47,13 @@ class ImagesMixin:
     mean_confidence: dict[int, float]
     _records: dict[int, ImageRecord]
     _items: dict[int, QListWidgetItem]
+    #: Each listed image's row, the shown ids in list order and each one's place among them.
+    _row: dict[int, int]
+    _shown: list[int]
+    _shown_at: dict[int, int]
 
     def _build_image_dock(self) -> None:
+        self._row, self._shown, self._shown_at = {}, [], {}
         dock = QDockWidget("Images", self)
         dock.setObjectName("images_dock")
         w = QWidget()
@@ -101,6 +107,7 @@ class ImagesMixin:
             # Active-learning queue: least confident pre-labels first; never pre-labelled last.
             recs.sort(key=lambda r: (self._mean_conf(r) is None, self._mean_conf(r) or 0.0, r.name))
         self._records = {r.id: r for r in recs}
+        self._row = {r.id: i for i, r in enumerate(recs)}
         self.image_list.blockSignals(True)
         self.image_list.clear()
         self._items = {}
@@ -143,47 +150,56 @@ class ImagesMixin:
         self._update_progress()
 
     def _apply_filter(self) -> None:
+        """Hide what the search text and status filter leave out; the only place that shows or hides items.
+
+        The shown ids are kept in list order (:attr:`_shown`, with each one's position), so
+        finding the next image and counting what is shown never walks the list's items: a
+        pre-label result or a key press stays cheap with tens of thousands of images."""
         text = self.search_edit.text().strip().lower()
         status = self.status_filter.currentData()
-        for i in range(self.image_list.count()):
-            item = self.image_list.item(i)
-            rec = self._records.get(item.data(ROLE_ID))
-            ok = rec is not None and (not text or text in rec.name.lower()) and (status is None or rec.status == status)
-            item.setHidden(not ok)
+        shown: list[int] = []
+        for image_id, rec in self._records.items():
+            ok = (not text or text in rec.name.lower()) and (status is None or rec.status == status)
+            item = self._items.get(image_id)
+            if item is None:  # known since the list was built (a result for an image added meanwhile)
+                continue
+            if item.isHidden() == ok:
+                item.setHidden(not ok)
+            if ok:
+                shown.append(image_id)
+        self._shown = shown
+        self._shown_at = {image_id: i for i, image_id in enumerate(shown)}
         self._update_progress()
 
     def _visible_ids(self) -> list[int]:
-        return [
-            self.image_list.item(i).data(ROLE_ID)
-            for i in range(self.image_list.count())
-            if not self.image_list.item(i).isHidden()
-        ]
+        """The ids the list shows, in its order."""
+        return list(self._shown)
 
     def _update_progress(self) -> None:
         recs = self._records.values()
         done = sum(r.status == "reviewed" for r in recs)
-        self.progress_label.setText(f"{len(self._visible_ids())} shown · {done}/{len(self._records)} reviewed")
+        self.progress_label.setText(f"{len(self._shown)} shown · {done}/{len(self._records)} reviewed")
 
     def _list_current_changed(self, item: QListWidgetItem | None) -> None:
         if item is not None and item.data(ROLE_ID) != self.current_id:
             self.show_image(int(item.data(ROLE_ID)))
 
     def _neighbour(self, delta: int) -> int | None:
-        ids = self._visible_ids()
+        ids = self._shown
         if not ids:
             return None
-        if self.current_id in ids:
-            i = ids.index(self.current_id) + delta
-        else:  # the current image was filtered out: go by position in the full list
-            all_ids = list(self._records)
-            pos = all_ids.index(self.current_id) if self.current_id in all_ids else -1
-            later = [j for j in ids if all_ids.index(j) > pos]
-            return (
-                (later[0] if later else None)
-                if delta > 0
-                else next((j for j in reversed(ids) if all_ids.index(j) < pos), None)
-            )
-        return ids[i] if 0 <= i < len(ids) else None
+        at = self._shown_at.get(self.current_id) if self.current_id is not None else None
+        if at is not None:
+            i = at + delta
+            return ids[i] if 0 <= i < len(ids) else None
+        # The current image was filtered out: the nearest shown one after (before) its row.
+        pos = self._row.get(self.current_id, -1) if self.current_id is not None else -1
+        rows = [self._row[j] for j in ids]  # ascending: the shown ids are in list order
+        if delta > 0:
+            k = bisect.bisect_right(rows, pos)
+            return ids[k] if k < len(ids) else None
+        k = bisect.bisect_left(rows, pos)
+        return ids[k - 1] if k > 0 else None
 
     def navigate(self, delta: int) -> None:
         """Go to the next (``delta=1``) or previous (``-1``) image of the list as filtered."""

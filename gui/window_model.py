@@ -155,8 +155,7 @@ class ModelMixin:
             ids = [int(it.data(ROLE_ID)) for it in self.image_list.selectedItems() if not it.isHidden()]
             if not ids and self.current_id is not None:
                 ids = [self.current_id]
-            order = list(self._records)
-            return sorted(ids, key=lambda i: order.index(i) if i in order else 0)
+            return sorted(ids, key=lambda i: self._row.get(i, 0))
         if scope == "new":
             return [r.id for r in self.project.images("new")]
         raise ValueError(f"unknown scope {scope!r}")
