@@ -145,6 +145,23 @@ def test_filter_and_search(qtbot, window: MainWindow) -> None:
     assert window.current_id == ids[0]
 
 
+def test_neighbours_of_an_image_the_filter_hides(qtbot, window: MainWindow) -> None:
+    a, b, c = window._visible_ids()
+    window.show_image(b)
+    window.search_edit.setText("img0")  # all three
+    window.status_filter.setCurrentIndex(window.status_filter.findData("new"))  # b and c are new, a is not
+    assert window._visible_ids() == [b, c]
+    window.show_image(a)  # shown although filtered out (the filter was set after)
+    window.status_filter.setCurrentIndex(window.status_filter.findData("prelabeled"))
+    assert window._visible_ids() == [a] and window.current_id == a
+    window.current_id = b  # b is hidden now: its neighbours are found by its row
+    assert window._neighbour(1) is None and window._neighbour(-1) == a
+    window.status_filter.setCurrentIndex(window.status_filter.findData("new"))
+    window.current_id = a
+    assert window._neighbour(1) == b and window._neighbour(-1) is None
+    assert "2 shown" in window.progress_label.text()
+
+
 def test_prefetches_next_image(qtbot, window: MainWindow) -> None:
     nxt = window._neighbour(1)
     qtbot.waitUntil(lambda: nxt in window.cache, timeout=20000)
