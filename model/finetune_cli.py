@@ -131,6 +131,9 @@ def cmd_finetune(args: argparse.Namespace) -> int:
                 state["bar"] = (
                     ProgressBar(d["iterations"], unit="it") if d["iterations"] else ProgressBar(100, percent=True)
                 )
+                # The budget started with training, not with this first report: date the bar from then,
+                # so its first ETA is not 0:00.
+                state["bar"].start -= float(d.get("elapsed") or 0.0)
             bar = state["bar"]
             target = d["iteration"] if d["iterations"] else int(d["fraction"] * 100)
             if target > bar.done:
