@@ -132,11 +132,7 @@ def remove_selected(window: Any) -> list[int]:
         dialogs.show_error(window, "Could not remove", f"{e}\n\nNothing was removed.")
         return []
     for i in ids:
-        model = window.docs.pop(i, None)
-        if model is not None:
-            model.deleteLater()
-        window.prelabel.claims.release(i)
-        window.cache.drop(i)
+        window._drop_document(i)
         window.confidence.pop(i, None)
         window.mean_confidence.pop(i, None)
     if window.current_id in gone:

@@ -134,10 +134,15 @@ class DocumentsMixin:
             if image_id == self.current_id or m.dirty:
                 continue
             total -= m.nbytes()
-            del self.docs[image_id]
-            self.prelabel.claims.release(image_id)
-            self.cache.drop(image_id)
+            self._drop_document(image_id)
+
+    def _drop_document(self, image_id: int) -> None:
+        """Forget an image's document (its undo history), its claim and its decoded copy."""
+        m = self.docs.pop(image_id, None)
+        if m is not None:
             m.deleteLater()
+        self.prelabel.claims.release(image_id)
+        self.cache.drop(image_id)
 
     def _on_changed(self, _box: object) -> None:
         self.autosave_timer.start()
