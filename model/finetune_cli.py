@@ -128,12 +128,14 @@ def cmd_finetune(args: argparse.Namespace) -> int:
             )
         elif phase == "train":
             if state["bar"] is None:  # steps when they are known, else the share of the time budget
+                # The budget started with training, not with this first report: dated from then,
+                # the first ETA is not 0:00.
+                ago = float(d.get("elapsed") or 0.0)
                 state["bar"] = (
-                    ProgressBar(d["iterations"], unit="it") if d["iterations"] else ProgressBar(100, percent=True)
+                    ProgressBar(d["iterations"], unit="it", started_ago=ago)
+                    if d["iterations"]
+                    else ProgressBar(100, percent=True, started_ago=ago)
                 )
-                # The budget started with training, not with this first report: date the bar from then,
-                # so its first ETA is not 0:00.
-                state["bar"].start -= float(d.get("elapsed") or 0.0)
             bar = state["bar"]
             target = d["iteration"] if d["iterations"] else int(d["fraction"] * 100)
             if target > bar.done:

@@ -31,17 +31,25 @@ class ProgressBar:
     """``[#####.....] 12/40  3.1 img/s  ETA 0:09  name`` redrawn in place on a TTY, line by line otherwise."""
 
     def __init__(
-        self, total: int, *, unit: str = "img", stream: TextIO | None = None, width: int = 24, percent: bool = False
+        self,
+        total: int,
+        *,
+        unit: str = "img",
+        stream: TextIO | None = None,
+        width: int = 24,
+        percent: bool = False,
+        started_ago: float = 0.0,
     ) -> None:
         """``percent``: ``total`` is 100 and ``done`` a share of a time budget: shown as ``37 %``,
-        without a rate (a rate of percent per second tells nobody anything)."""
+        without a rate (a rate of percent per second tells nobody anything). ``started_ago``:
+        seconds the work ran before the bar was made (the ETA counts from then)."""
         self.total = max(0, total)
         self.unit = unit
         self.percent = percent
         self.stream = stream or sys.stderr
         self.width = width
         self.done = 0
-        self.start = time.perf_counter()
+        self.start = time.perf_counter() - started_ago
         self._tty = bool(getattr(self.stream, "isatty", lambda: False)())
 
     def eta(self) -> float | None:
