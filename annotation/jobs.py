@@ -217,15 +217,19 @@ def find_images(project: Project, names: Sequence[str | os.PathLike[str]]) -> li
     """The ids of the images ``names`` name: an image file's path, the path as the project
     stores it, or a file name that only one image has. Raises naming what matches nothing."""
     recs = project.images()
-    by_file = {os.path.realpath(project.image_path(r)): r.id for r in recs}
     by_stored = {r.path: r.id for r in recs}
+    by_file: dict[str, int] = {}  # resolved only when a name is not a stored path (a realpath per image)
     by_name: dict[str, list[int]] = {}
     for r in recs:
         by_name.setdefault(r.name, []).append(r.id)
     ids: list[int] = []
     for name in names:
         text = str(name)
-        hit = by_stored.get(text) or by_file.get(os.path.realpath(text))
+        hit = by_stored.get(text)
+        if hit is None:
+            if not by_file:
+                by_file.update((os.path.realpath(project.image_path(r)), r.id) for r in recs)
+            hit = by_file.get(os.path.realpath(text))
         if hit is None:
             many = by_name.get(Path(text).name, []) if Path(text).name == text else []
             if len(many) > 1:
